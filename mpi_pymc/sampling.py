@@ -1,0 +1,300 @@
+"""NUTS on a rank's chain group: numpyro (default) or blackjax, warmup then chunked sampling.
+
+Each backend is a pair of pure per-chain functions over a pytree state:
+``init(key, position, data) -> state`` and ``step(state, data) -> (state, stats)``. A chunk is a
+``lax.scan`` of steps; a rank's chains run it either ``vmap``-ed together (vectorized) or one
+after another (sequential). The state holds everything the chain needs to continue — position,
+step size, mass matrix, adaptation state, PRNG key, iteration — so a checkpoint is the state.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mpi_pymc.compile import CompiledModel
+from mpi_pymc.config import RunConfig
+
+STAT_NAMES = ("lp", "diverging", "energy", "step_size", "tree_depth", "n_steps", "acceptance_rate")
+
+
+def _tree_depth(n_steps):
+    # NUTS doubles the trajectory each level; depth d integrates at most 2**d - 1 steps.
+    return jnp.floor(jnp.log2(jnp.maximum(n_steps, 1))).astype(jnp.int32) + 1
+
+
+class _NumpyroBackend:
+    """numpyro's functional NUTS: ``hmc(potential_fn_gen=...)`` keeps data an argument."""
+
+    warmup_in_chunks = True
+
+    def __init__(self, compiled: CompiledModel, config: RunConfig):
+        from numpyro.infer.hmc import hmc
+
+        def potential_fn_gen(data):
+            return lambda z: -compiled.logdensity(z, data)
+
+        self._init_kernel, self._sample_kernel = hmc(
+            potential_fn_gen=potential_fn_gen, algo="NUTS"
+        )
+        self._tune = config.tune
+        self._target_accept = config.target_accept
+        self._max_tree_depth = config.max_tree_depth
+
+    def init(self, key, position, data):
+        return self._init_kernel(
+            position,
+            num_warmup=self._tune,
+            target_accept_prob=self._target_accept,
+            max_tree_depth=self._max_tree_depth,
+            model_args=(data,),
+            rng_key=key,
+        )
+
+    def iteration(self, state):
+        return state.i
+
+    def step(self, state, data):
+        step_size = state.adapt_state.step_size
+        new = self._sample_kernel(state, model_args=(data,))
+        stats = {
+            "lp": -new.potential_energy,
+            "diverging": new.diverging,
+            "energy": new.energy,
+            "step_size": step_size,
+            "tree_depth": _tree_depth(new.num_steps),
+            "n_steps": new.num_steps,
+            "acceptance_rate": new.accept_prob,
+        }
+        return new, new.z, stats
+
+
+class BlackjaxState(NamedTuple):
+    i: jax.Array
+    position: jax.Array
+    logdensity: jax.Array
+    logdensity_grad: jax.Array
+    step_size: jax.Array
+    inverse_mass_matrix: jax.Array
+    rng_key: jax.Array
+
+
+class _BlackjaxBackend:
+    """blackjax NUTS with Stan-style window adaptation, run as one block of ``tune`` steps."""
+
+    warmup_in_chunks = False
+
+    def __init__(self, compiled: CompiledModel, config: RunConfig):
+        self._logdensity = compiled.logdensity
+        self._tune = config.tune
+        self._target_accept = config.target_accept
+        self._max_tree_depth = config.max_tree_depth
+
+    def init(self, key, position, data):
+        import blackjax
+
+        logdensity = partial(self._logdensity, data=data)
+        state = blackjax.nuts.init(position, logdensity)
+        return BlackjaxState(
+            i=jnp.zeros((), jnp.int32),
+            position=state.position,
+            logdensity=state.logdensity,
+            logdensity_grad=state.logdensity_grad,
+            step_size=jnp.ones((), position.dtype),
+            inverse_mass_matrix=jnp.ones_like(position),
+            rng_key=key,
+        )
+
+    def iteration(self, state):
+        return state.i
+
+    def warmup(self, state, data):
+        import blackjax
+        from blackjax.adaptation.base import get_filter_adapt_info_fn
+
+        logdensity = partial(self._logdensity, data=data)
+        key, warmup_key = jax.random.split(state.rng_key)
+        adaptation = blackjax.window_adaptation(
+            blackjax.nuts,
+            logdensity,
+            target_acceptance_rate=self._target_accept,
+            adaptation_info_fn=get_filter_adapt_info_fn(),
+            max_num_doublings=self._max_tree_depth,
+        )
+        (nuts_state, parameters), _ = adaptation.run(
+            warmup_key, state.position, num_steps=self._tune
+        )
+        return BlackjaxState(
+            i=state.i + self._tune,
+            position=nuts_state.position,
+            logdensity=nuts_state.logdensity,
+            logdensity_grad=nuts_state.logdensity_grad,
+            step_size=jnp.asarray(parameters["step_size"], state.step_size.dtype),
+            inverse_mass_matrix=parameters["inverse_mass_matrix"],
+            rng_key=key,
+        )
+
+    def step(self, state, data):
+        import blackjax
+        from blackjax.mcmc.hmc import HMCState
+
+        logdensity = partial(self._logdensity, data=data)
+        kernel = blackjax.nuts(
+            logdensity,
+            step_size=state.step_size,
+            inverse_mass_matrix=state.inverse_mass_matrix,
+            max_num_doublings=self._max_tree_depth,
+        )
+        key, step_key = jax.random.split(state.rng_key)
+        nuts_state, info = kernel.step(
+            step_key, HMCState(state.position, state.logdensity, state.logdensity_grad)
+        )
+        new = state._replace(
+            i=state.i + 1,
+            position=nuts_state.position,
+            logdensity=nuts_state.logdensity,
+            logdensity_grad=nuts_state.logdensity_grad,
+            rng_key=key,
+        )
+        stats = {
+            "lp": nuts_state.logdensity,
+            "diverging": info.is_divergent,
+            "energy": info.energy,
+            "step_size": state.step_size,
+            "tree_depth": _tree_depth(info.num_integration_steps),
+            "n_steps": info.num_integration_steps,
+            "acceptance_rate": info.acceptance_rate,
+        }
+        return new, nuts_state.position, stats
+
+
+def _scan_steps(step, n: int, record: bool):
+    def run(state, data):
+        def body(carry, _):
+            new, position, stats = step(carry, data)
+            return new, ((position, stats) if record else None)
+
+        return jax.lax.scan(body, state, None, length=n)
+
+    return run
+
+
+def _stack(trees):
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _unstack(tree, n: int):
+    return [jax.tree_util.tree_map(lambda x, i=i: x[i], tree) for i in range(n)]
+
+
+class ChainGroupSampler:
+    """Runs the NUTS chains of one rank; states are batched over the rank's chains."""
+
+    def __init__(self, compiled: CompiledModel, config: RunConfig):
+        backends = {"numpyro": _NumpyroBackend, "blackjax": _BlackjaxBackend}
+        self.backend = backends[config.sampler](compiled, config)
+        self.compiled = compiled
+        self.vectorized = config.chain_method == "vectorized"
+        self.tune = config.tune
+        self._cache: dict = {}
+
+    def _compiled_fn(self, name: str, fn, in_axes):
+        """jit (and vmap, when vectorized) ``fn`` once per name."""
+        if name not in self._cache:
+            self._cache[name] = jax.jit(jax.vmap(fn, in_axes=in_axes) if self.vectorized else fn)
+        return self._cache[name]
+
+    def _map_chains(self, name: str, fn, in_axes, batched_args, data):
+        """Apply a per-chain function to every chain of the group, by the chosen method."""
+        mapped = self._compiled_fn(name, fn, in_axes)
+        if self.vectorized:
+            return mapped(*batched_args, data)
+        count = jax.tree_util.tree_leaves(batched_args[0])[0].shape[0]
+        per_chain = [_unstack(arg, count) for arg in batched_args]
+        return _stack([mapped(*args, data) for args in zip(*per_chain, strict=True)])
+
+    def init(self, keys: np.ndarray, positions: np.ndarray):
+        return self._map_chains(
+            "init",
+            self.backend.init,
+            (0, 0, None),
+            (jnp.asarray(keys, dtype=jnp.uint32), jnp.asarray(positions)),
+            self.compiled.data,
+        )
+
+    def iterations(self, state) -> np.ndarray:
+        return np.asarray(self.backend.iteration(state))
+
+    def warmup(self, state, n: int):
+        """Advance ``n`` warmup iterations (blackjax: the whole warmup at once)."""
+        if self.backend.warmup_in_chunks:
+            run = _scan_steps(self.backend.step, n, record=False)
+            state, _ = self._map_chains(f"warmup{n}", run, (0, None), (state,), self.compiled.data)
+            return state
+        return self._map_chains(
+            "warmup", self.backend.warmup, (0, None), (state,), self.compiled.data
+        )
+
+    def sample(self, state, n: int):
+        """Advance ``n`` sampling iterations; return state, positions (k, n, D), stats (k, n)."""
+        run = _scan_steps(self.backend.step, n, record=True)
+        state, (positions, stats) = self._map_chains(
+            f"sample{n}", run, (0, None), (state,), self.compiled.data
+        )
+        return state, positions, stats
+
+    def constrain(self, positions) -> list[np.ndarray]:
+        """Unconstrained draws (k, n, D) -> constrained variables, each (k, n, *shape).
+
+        Chain by chain, so a chain's values never depend on which other chains share the rank.
+        """
+        if "constrain" not in self._cache:
+            self._cache["constrain"] = jax.jit(
+                jax.vmap(self.compiled.constrain, in_axes=(0, None))
+            )
+        fn = self._cache["constrain"]
+        per_chain = [fn(positions[i], self.compiled.data) for i in range(positions.shape[0])]
+        return [np.stack([np.asarray(c[v]) for c in per_chain]) for v in range(len(per_chain[0]))]
+
+
+def initial_positions(
+    compiled: CompiledModel, model, root_seed: int, chains: range, max_tries: int = 10
+) -> np.ndarray:
+    """Jittered starting points, one per chain, as PyMC's ``jitter+adapt_diag`` makes them.
+
+    Chain ``c`` draws its jitter from its own seed stream, so its start does not depend on the
+    chain group. Raises ``ValueError`` when the model's initial point itself has no finite
+    log-density (naming the variables at fault).
+    """
+    from mpi_pymc.seeding import jitter_rng
+
+    value_and_grad = jax.jit(jax.value_and_grad(compiled.logdensity))
+
+    def finite(position: np.ndarray) -> bool:
+        value, grad = value_and_grad(jnp.asarray(position), compiled.data)
+        return bool(np.isfinite(value)) and bool(np.all(np.isfinite(np.asarray(grad))))
+
+    base = compiled.initial_flat
+    if not finite(base):
+        logps = model.point_logps(model.initial_point())
+        bad = [name for name, value in logps.items() if not np.isfinite(value)]
+        raise ValueError(
+            "the model's initial point has a non-finite log-density"
+            + (f" (at {', '.join(bad)})" if bad else " or gradient")
+            + ": set valid initvals in the model or fix the priors/data"
+        )
+    starts = []
+    for chain in chains:
+        rng = jitter_rng(root_seed, chain)
+        start = base
+        for _ in range(max_tries):
+            candidate = (base + rng.uniform(-1.0, 1.0, size=base.shape)).astype(base.dtype)
+            if finite(candidate):
+                start = candidate
+                break
+        starts.append(start)
+    return np.stack(starts)

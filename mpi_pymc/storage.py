@@ -1,0 +1,364 @@
+"""One HDF5 output file in ArviZ's netCDF4 layout, written by every rank as it samples.
+
+Two writers share one layout:
+
+* ``mpio`` — with an MPI-enabled h5py every rank opens the file with ``driver="mpio"``; the
+  structure is created collectively (same calls on every rank) and each rank writes its own
+  ``chain`` slice with collective transfers. Chunks are one chain wide, so no two ranks ever
+  touch the same HDF5 chunk.
+* ``shards`` — with the plain h5py wheel each rank writes ``OUT.parts/rank{r}.h5`` holding its
+  chains, and rank 0 writes ``OUT`` whose draw datasets are virtual datasets over the shards.
+
+Both preallocate every dataset (fill value NaN) before the first draw, so after each flush the
+file's metadata never changes again except fixed-size attributes: a job killed at any moment
+leaves a file that opens and holds every flushed chunk. ``draws_completed`` (per chain) says how
+many leading draws of each chain are real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+DRAW_GROUPS = ("posterior", "sample_stats")
+SHARD_DIR_SUFFIX = ".parts"
+
+STAT_DTYPES = {
+    "lp": "float",
+    "diverging": "bool",
+    "energy": "float",
+    "step_size": "float",
+    "tree_depth": "int64",
+    "n_steps": "int64",
+    "acceptance_rate": "float",
+}
+
+
+@dataclass
+class Variable:
+    name: str
+    dims: tuple[str, ...]  # without the leading (chain, draw)
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass
+class Layout:
+    """What the file holds: groups, variables, coordinates. Identical on every rank."""
+
+    chains: int
+    draws: int
+    chunk_draws: int
+    coords: dict[str, np.ndarray]
+    draw_groups: dict[str, list[Variable]]
+    static_groups: dict[str, dict[str, tuple[np.ndarray, tuple[str, ...]]]] = field(
+        default_factory=dict
+    )
+
+
+def layout_for(compiled, chains: int, draws: int, chunk_draws: int) -> Layout:
+    float_name = compiled.float_dtype
+    posterior = [
+        Variable(v.name, v.dims, v.shape, float_name if v.dtype.startswith("float") else v.dtype)
+        for v in compiled.posterior_vars
+    ]
+    stats = [
+        Variable(name, (), (), float_name if kind == "float" else kind)
+        for name, kind in STAT_DTYPES.items()
+    ]
+    static = {}
+    if compiled.observed_data:
+        static["observed_data"] = compiled.observed_data
+    if compiled.constant_data:
+        static["constant_data"] = compiled.constant_data
+    return Layout(
+        chains=chains,
+        draws=draws,
+        chunk_draws=min(chunk_draws, draws),
+        coords=dict(compiled.coords),
+        draw_groups={"posterior": posterior, "sample_stats": stats},
+        static_groups=static,
+    )
+
+
+def shard_dir(path: str) -> Path:
+    return Path(str(path) + SHARD_DIR_SUFFIX)
+
+
+def shard_path(path: str, rank: int) -> Path:
+    return shard_dir(path) / f"rank{rank:05d}.h5"
+
+
+def remove_output(path: str) -> None:
+    """Delete an output file and its shards (``--overwrite``)."""
+    if os.path.lexists(path):
+        os.remove(path)
+    if shard_dir(path).is_dir():
+        shutil.rmtree(shard_dir(path))
+
+
+def _fill_value(dtype: np.dtype):
+    if dtype.kind == "f":
+        return np.nan
+    if dtype.kind == "b":
+        return False
+    return -1
+
+
+def _early_dcpl():
+    """Dataset creation properties: allocate all chunks now, so writes never touch metadata."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    return dcpl
+
+
+def _coord_array(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values)
+    if values.dtype.kind in "OUS":
+        return np.array([str(v) for v in values], dtype=h5py.string_dtype())
+    return values
+
+
+def _make_scales(group: h5py.Group, dims: dict[str, np.ndarray]) -> None:
+    for dim, values in dims.items():
+        values = _coord_array(values)
+        dset = group.create_dataset(dim, data=values)
+        dset.make_scale(dim)
+
+
+def _attach(dset: h5py.Dataset, group: h5py.Group, dims: tuple[str, ...]) -> None:
+    for axis, dim in enumerate(dims):
+        dset.dims[axis].attach_scale(group[dim])
+
+
+def _group_dims(layout: Layout, variables: list[Variable], chains: np.ndarray) -> dict:
+    dims: dict[str, np.ndarray] = {"chain": chains, "draw": np.arange(layout.draws)}
+    for var in variables:
+        for dim in var.dims:
+            dims.setdefault(dim, layout.coords[dim])
+    return dims
+
+
+def create_draw_group(
+    f: h5py.File,
+    group_name: str,
+    layout: Layout,
+    chains: np.ndarray,
+    sources: dict[str, h5py.VirtualLayout] | None = None,
+) -> None:
+    """Create one (chain, draw, ...) group; ``sources`` makes its variables virtual."""
+    variables = layout.draw_groups[group_name]
+    group = f.create_group(group_name)
+    _make_scales(group, _group_dims(layout, variables, chains))
+    for var in variables:
+        dtype = np.dtype(var.dtype)
+        full_dims = ("chain", "draw", *var.dims)
+        if sources is not None:
+            dset = group.create_virtual_dataset(
+                var.name, sources[var.name], fillvalue=_fill_value(dtype)
+            )
+        else:
+            dset = group.create_dataset(
+                var.name,
+                shape=(len(chains), layout.draws, *var.shape),
+                dtype=dtype,
+                chunks=(1, layout.chunk_draws, *var.shape),
+                fillvalue=_fill_value(dtype),
+                dcpl=_early_dcpl(),
+            )
+        _attach(dset, group, full_dims)
+
+
+def create_static_groups(f: h5py.File, layout: Layout) -> None:
+    for group_name, variables in layout.static_groups.items():
+        group = f.create_group(group_name)
+        dims = {}
+        for value, var_dims in variables.values():
+            for dim in var_dims:
+                dims.setdefault(dim, layout.coords.get(dim, np.arange(value.shape[len(dims)])))
+        _make_scales(group, dims)
+        for name, (value, var_dims) in variables.items():
+            data = np.asarray(value)
+            if data.dtype.kind in "OUS":
+                data = _coord_array(data)
+            dset = group.create_dataset(name, data=data)
+            _attach(dset, group, var_dims)
+
+
+def _attr_value(value):
+    if isinstance(value, (dict, list, tuple)) and not (
+        isinstance(value, (list, tuple)) and value and all(isinstance(v, int) for v in value)
+    ):
+        return json.dumps(value, default=str)
+    if value is None:
+        return "null"
+    return value
+
+
+def write_attrs(obj, attrs: dict) -> None:
+    for key, value in attrs.items():
+        obj.attrs[key] = _attr_value(value)
+
+
+class _Writer:
+    """Common interface: ``write_chunk`` local chains, ``mark_completed`` for all chains."""
+
+    kind = ""
+
+    def __init__(self, path: str, comm, layout: Layout, chain_group: range):
+        self.path = path
+        self.comm = comm
+        self.layout = layout
+        self.chain_group = chain_group
+
+    def _datasets(self, f: h5py.File) -> dict[tuple[str, str], h5py.Dataset]:
+        return {
+            (g, v.name): f[g][v.name]
+            for g, variables in self.layout.draw_groups.items()
+            for v in variables
+        }
+
+
+class MpioWriter(_Writer):
+    """All ranks share one file through MPI-IO; each writes its own chain slice collectively."""
+
+    kind = "mpio"
+
+    def __init__(self, path, comm, layout, chain_group, root_attrs: dict, resume: bool = False):
+        super().__init__(path, comm, layout, chain_group)
+        if resume:
+            self.file = h5py.File(path, "r+", driver="mpio", comm=comm)
+        else:
+            self.file = h5py.File(path, "w", driver="mpio", comm=comm)
+            all_chains = np.arange(layout.chains)
+            for group_name in layout.draw_groups:
+                create_draw_group(self.file, group_name, layout, all_chains)
+            create_static_groups(self.file, layout)
+            write_attrs(self.file, root_attrs)
+            self.file.attrs["draws_completed"] = np.zeros(layout.chains, dtype=np.int64)
+            self.file.attrs["io"] = self.kind
+        self.file.flush()
+        self._dsets = self._datasets(self.file)
+
+    def write_chunk(self, draw_start: int, values: dict[tuple[str, str], np.ndarray]) -> None:
+        lo, hi = self.chain_group.start, self.chain_group.stop
+        for key, dset in self._dsets.items():
+            block = values[key]
+            with dset.collective:
+                dset[lo:hi, draw_start : draw_start + block.shape[1]] = block
+
+    def mark_completed(self, draws_completed: np.ndarray) -> None:
+        self.file.flush()
+        # Attributes are metadata: every rank writes the same value (a collective operation).
+        self.file.attrs["draws_completed"] = np.asarray(draws_completed, dtype=np.int64)
+        self.file.flush()
+
+    def set_attrs(self, attrs: dict) -> None:
+        write_attrs(self.file, attrs)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class ShardWriter(_Writer):
+    """Each rank writes its chains to a shard; rank 0's main file maps them as virtual datasets."""
+
+    kind = "shards"
+
+    def __init__(self, path, comm, layout, chain_group, root_attrs: dict, resume: bool = False):
+        super().__init__(path, comm, layout, chain_group)
+        self.rank = comm.Get_rank()
+        groups = comm.allgather((chain_group.start, chain_group.stop))
+        own = shard_path(path, self.rank)
+        if self.rank == 0 and not resume:
+            shard_dir(path).mkdir(parents=True, exist_ok=True)
+        comm.Barrier()
+        if resume:
+            self.shard = h5py.File(own, "r+")
+        else:
+            self.shard = h5py.File(own, "w")
+            chains = np.arange(chain_group.start, chain_group.stop)
+            for group_name in layout.draw_groups:
+                create_draw_group(self.shard, group_name, layout, chains)
+            self.shard.attrs["draws_completed"] = np.zeros(len(chain_group), dtype=np.int64)
+            self.shard.attrs["first_chain"] = chain_group.start
+        self.shard.flush()
+        self._dsets = self._datasets(self.shard)
+        self.main = None
+        if self.rank == 0:
+            if resume:
+                self.main = h5py.File(path, "r+")
+            else:
+                self.main = h5py.File(path, "w")
+                self._create_main(groups, root_attrs)
+            self.main.flush()
+        comm.Barrier()
+
+    def _create_main(self, groups: list[tuple[int, int]], root_attrs: dict) -> None:
+        layout = self.layout
+        relative = shard_dir(self.path).name
+        for group_name, variables in layout.draw_groups.items():
+            sources = {}
+            for var in variables:
+                vlayout = h5py.VirtualLayout(
+                    shape=(layout.chains, layout.draws, *var.shape), dtype=np.dtype(var.dtype)
+                )
+                for rank, (lo, hi) in enumerate(groups):
+                    source = h5py.VirtualSource(
+                        f"{relative}/rank{rank:05d}.h5",
+                        f"{group_name}/{var.name}",
+                        shape=(hi - lo, layout.draws, *var.shape),
+                    )
+                    vlayout[lo:hi] = source
+                sources[var.name] = vlayout
+            create_draw_group(self.main, group_name, layout, np.arange(layout.chains), sources)
+        create_static_groups(self.main, layout)
+        write_attrs(self.main, root_attrs)
+        self.main.attrs["draws_completed"] = np.zeros(layout.chains, dtype=np.int64)
+        self.main.attrs["io"] = self.kind
+
+    def write_chunk(self, draw_start: int, values: dict[tuple[str, str], np.ndarray]) -> None:
+        for key, dset in self._dsets.items():
+            block = values[key]
+            dset[:, draw_start : draw_start + block.shape[1]] = block
+        self.shard.flush()
+
+    def mark_completed(self, draws_completed: np.ndarray) -> None:
+        lo, hi = self.chain_group.start, self.chain_group.stop
+        self.shard.attrs["draws_completed"] = np.asarray(draws_completed[lo:hi], dtype=np.int64)
+        self.shard.flush()
+        if self.main is not None:
+            self.main.attrs["draws_completed"] = np.asarray(draws_completed, dtype=np.int64)
+            self.main.flush()
+
+    def set_attrs(self, attrs: dict) -> None:
+        if self.main is not None:
+            write_attrs(self.main, attrs)
+            self.main.flush()
+
+    def close(self) -> None:
+        self.shard.close()
+        if self.main is not None:
+            self.main.close()
+
+
+def mpio_available() -> bool:
+    return bool(h5py.get_config().mpi)
+
+
+def choose_io(requested: str) -> str:
+    if requested == "auto":
+        return "mpio" if mpio_available() else "shards"
+    return requested
+
+
+def open_writer(io: str, path: str, comm, layout: Layout, chain_group: range, root_attrs: dict,
+                resume: bool = False):
+    cls = MpioWriter if io == "mpio" else ShardWriter
+    return cls(path, comm, layout, chain_group, root_attrs, resume=resume)

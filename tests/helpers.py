@@ -1,0 +1,58 @@
+"""Launch real ``mpirun`` / ``python -m mpi_pymc`` subprocesses for the tests, with timeouts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mpi_pymc.launch import find_mpirun, local_mpi_env
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+EIGHT_SCHOOLS = EXAMPLES / "eight_schools.py"
+REFERENCE = ROOT.parent / "shared" / "reference"
+
+
+def mpirun_or_skip() -> str:
+    try:
+        return find_mpirun()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+
+
+def env() -> dict[str, str]:
+    out = local_mpi_env()
+    out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), out.get("PYTHONPATH")]))
+    out.pop("MPI_PYMC_DEBUG", None)
+    return out
+
+
+def run_ranks(
+    nranks: int | None,
+    args: list[str],
+    cwd: Path,
+    timeout: float = 240,
+    module: str = "mpi_pymc",
+    extra_env: dict | None = None,
+) -> subprocess.CompletedProcess:
+    """``mpirun -n N python -m mpi_pymc ARGS`` (no mpirun when ``nranks`` is None)."""
+    cmd = [sys.executable, "-m", module, *args]
+    if nranks is not None:
+        cmd = [mpirun_or_skip(), "-n", str(nranks), *cmd]
+    environment = env()
+    environment.update(extra_env or {})
+    try:
+        return subprocess.run(
+            cmd, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{' '.join(cmd)} hung for {timeout}s:\n{exc.stdout}\n{exc.stderr}")
+
+
+def error_lines(stderr: str) -> list[str]:
+    """Lines mpi_pymc itself printed (launcher and library noise removed)."""
+    return [line for line in stderr.splitlines() if line.startswith("mpi_pymc: error:")]

@@ -1,0 +1,44 @@
+import pytest
+
+from mpi_pymc.config import RunConfig, UserError, parse_model_spec, validate
+from helpers import EIGHT_SCHOOLS
+
+
+def cfg(**kw):
+    kw.setdefault("model_path", str(EIGHT_SCHOOLS))
+    return RunConfig(**kw)
+
+
+def test_model_spec_with_and_without_name():
+    assert parse_model_spec("m.py") == ("m.py", None)
+    assert parse_model_spec("dir/m.py:hier") == ("dir/m.py", "hier")
+    assert parse_model_spec("C:/x/m.py") == ("C:/x/m.py", None)
+
+
+def test_defaults_resolve_chains_and_output():
+    out = validate(cfg(), 2)
+    assert out.chains == 4 and out.out == "eight_schools.h5"
+    assert validate(cfg(), 6).chains == 6
+    assert validate(cfg(chains_per_rank=3), 4).chains == 12
+
+
+@pytest.mark.parametrize(
+    "changes,needle",
+    [
+        ({"draws": 0}, "--draws must be a positive integer"),
+        ({"draws": -5}, "--draws must be a positive integer"),
+        ({"tune": -1}, "--tune"),
+        ({"sampler": "hmc"}, "unknown --sampler 'hmc'"),
+        ({"chain_method": "parallel"}, "unknown --chain-method"),
+        ({"precision": "float16"}, "unknown --precision"),
+        ({"target_accept": 1.5}, "--target-accept"),
+        ({"chains": 2}, "every rank needs at least one chain"),
+        ({"chains": 4, "chains_per_rank": 1}, "not both"),
+        ({"overwrite": True, "resume": True}, "contradict"),
+        ({"model_path": "missing.py"}, "does not exist"),
+        ({"model_path": "model.txt"}, "not a .py file"),
+    ],
+)
+def test_bad_settings_name_the_option_and_the_fix(changes, needle):
+    with pytest.raises(UserError, match=needle.replace("(", r"\(")):
+        validate(cfg(**changes), 3)

@@ -1,0 +1,110 @@
+"""End-to-end runs under real ``mpirun`` (1, 2, 4 ranks, oversubscribed) and without it."""
+
+from __future__ import annotations
+
+import json
+
+import arviz as az
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+from helpers import EIGHT_SCHOOLS, EXAMPLES, run_ranks
+
+SCHOOLS = ["Choate", "Deerfield", "Phillips Andover", "Phillips Exeter", "Hotchkiss",
+           "Lawrenceville", "St. Paul's", "Mt. Hermon"]  # fmt: skip
+COMMON = ["--draws", "30", "--tune", "30", "--chains", "4", "--seed", "11", "--chunk-draws", "8"]
+
+
+@pytest.fixture(scope="module")
+def sequential_runs(tmp_path_factory):
+    """The same sequential run on 1, 2 and 4 ranks."""
+    tmp = tmp_path_factory.mktemp("runs")
+    out = {}
+    for n in (1, 2, 4):
+        path = tmp / f"es{n}.h5"
+        proc = run_ranks(
+            n,
+            ["run", str(EIGHT_SCHOOLS), *COMMON, "--chain-method", "sequential", "--out",
+             str(path)],
+            cwd=tmp,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        out[n] = (path, proc)
+    return out
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 4])
+def test_run_writes_a_file_arviz_opens(sequential_runs, ranks):
+    path, proc = sequential_runs[ranks]
+    idata = az.from_netcdf(path)
+    post = idata.posterior
+    assert dict(post.sizes) == {"chain": 4, "draw": 30, "school": 8}
+    assert list(post.chain.values) == [0, 1, 2, 3]
+    assert list(post.school.values) == SCHOOLS
+    assert set(post.data_vars) == {"mu", "tau", "theta", "theta_trans"}
+    assert np.isfinite(post.theta.values).all()
+    assert (post.tau.values > 0).all()
+    stats = idata.sample_stats
+    assert set(stats.data_vars) >= {
+        "lp", "diverging", "energy", "step_size", "tree_depth", "n_steps", "acceptance_rate"
+    }  # fmt: skip
+    assert stats.diverging.dtype == bool
+    assert (stats.n_steps.values >= 1).all()
+    np.testing.assert_array_equal(idata.observed_data.y.values, [28, 8, -3, 7, -1, 1, 18, 12])
+    with h5py.File(path) as f:
+        assert f.attrs["ranks"] == ranks
+        assert f.attrs["root_seed"] == "11"
+        np.testing.assert_array_equal(f.attrs["draws_completed"], [30, 30, 30, 30])
+        binding = json.loads(f.attrs["binding"])
+        assert [b["world_rank"] for b in binding] == list(range(ranks))
+        assert all(b["platform"] == "cpu" for b in binding)
+        versions = json.loads(f.attrs["versions"])
+        assert {"pymc", "jax", "numpyro", "mpi4py", "h5py", "mpi_library"} <= set(versions)
+        assert json.loads(f.attrs["chain_groups"])[0][0] == 0
+    tree = xr.open_datatree(path, engine="h5netcdf")
+    assert tree["posterior"]["theta"].dims == ("chain", "draw", "school")
+    assert "r_hat" in proc.stdout and "mu" in proc.stdout and str(path) in proc.stdout
+
+
+def test_same_seed_gives_bit_identical_chains_on_1_2_4_ranks(sequential_runs):
+    data = {}
+    for n, (path, _) in sequential_runs.items():
+        with h5py.File(path) as f:
+            data[n] = {v: f["posterior"][v][()] for v in ("mu", "tau", "theta")}
+            data[n]["lp"] = f["sample_stats"]["lp"][()]
+    for n in (2, 4):
+        for var, values in data[1].items():
+            np.testing.assert_array_equal(values, data[n][var], err_msg=f"{var} on {n} ranks")
+    # Different chains are different streams.
+    assert not np.array_equal(data[1]["mu"][0], data[1]["mu"][1])
+
+
+def test_vectorized_blackjax_and_float32_on_two_ranks(tmp_path):
+    for extra in (["--sampler", "blackjax"], ["--precision", "float32"]):
+        out = tmp_path / f"{extra[1]}.h5"
+        proc = run_ranks(
+            2, ["run", str(EIGHT_SCHOOLS), *COMMON, "--out", str(out), *extra], cwd=tmp_path
+        )
+        assert proc.returncode == 0, proc.stderr
+        idata = az.from_netcdf(out)
+        assert np.isfinite(idata.posterior.mu.values).all()
+        assert idata.sample_stats.acceptance_rate.mean() > 0.3
+        if extra[1] == "float32":
+            assert idata.posterior.mu.dtype == np.float32
+
+
+def test_singleton_run_without_mpirun_and_a_build_model_file(tmp_path):
+    out = tmp_path / "logit.h5"
+    proc = run_ranks(
+        None,
+        ["run", str(EXAMPLES / "logistic_regression.py"), "--draws", "20", "--tune", "20",
+         "--chains", "2", "--out", str(out)],
+        cwd=tmp_path,
+        extra_env={"MPI_PYMC_N": "300", "MPI_PYMC_D": "3"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    idata = az.from_netcdf(out)
+    assert dict(idata.posterior.beta.sizes) == {"chain": 2, "draw": 20, "feature": 3}
+    assert list(idata.posterior.feature.values) == ["x0", "x1", "x2"]
+    assert idata.constant_data.X.shape == (300, 3)
