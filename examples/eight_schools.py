@@ -8,8 +8,16 @@ import pymc as pm
 
 y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
 sigma = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
-schools = ["Choate", "Deerfield", "Phillips Andover", "Phillips Exeter",
-           "Hotchkiss", "Lawrenceville", "St. Paul's", "Mt. Hermon"]
+schools = [
+    "Choate",
+    "Deerfield",
+    "Phillips Andover",
+    "Phillips Exeter",
+    "Hotchkiss",
+    "Lawrenceville",
+    "St. Paul's",
+    "Mt. Hermon",
+]
 
 with pm.Model(coords={"school": schools}) as model:
     mu = pm.Normal("mu", mu=0.0, sigma=5.0)

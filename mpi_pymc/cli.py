@@ -73,7 +73,9 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     g.add_argument("--tune", type=_positive_int, default=1000, help="warmup steps per chain (1000)")
     chains = g.add_mutually_exclusive_group()
     chains.add_argument(
-        "--chains", type=_positive_int, help="total chains, split over ranks (default max(4, ranks))"
+        "--chains",
+        type=_positive_int,
+        help="total chains, split over ranks (default max(4, ranks))",
     )
     chains.add_argument("--chains-per-rank", type=_positive_int, help="chains on each rank")
     g.add_argument("--seed", type=_positive_int, help="root seed (default: drawn and printed)")

@@ -212,9 +212,7 @@ def fingerprint(compiled: CompiledModel) -> tuple[str, dict]:
     import jax
     import jax.numpy as jnp
 
-    lowered = jax.jit(compiled.logdensity).lower(
-        jnp.asarray(compiled.initial_flat), compiled.data
-    )
+    lowered = jax.jit(compiled.logdensity).lower(jnp.asarray(compiled.initial_flat), compiled.data)
     parts = {
         "program": hashlib.sha256(lowered.as_text().encode()).hexdigest(),
         "data": [hashlib.sha256(np.asarray(d).tobytes()).hexdigest() for d in compiled.data],

@@ -102,7 +102,9 @@ def validate(config: RunConfig, world_size: int) -> RunConfig:
     if config.io not in IO_MODES:
         raise UserError(f"unknown --io '{config.io}': choose one of {', '.join(IO_MODES)}")
     if not 0.0 < config.target_accept < 1.0:
-        raise UserError(f"--target-accept must lie strictly between 0 and 1, got {config.target_accept}")
+        raise UserError(
+            f"--target-accept must lie strictly between 0 and 1, got {config.target_accept}"
+        )
     if config.max_tree_depth < 1:
         raise UserError(f"--max-tree-depth must be at least 1, got {config.max_tree_depth}")
     if config.seed is not None and config.seed < 0:

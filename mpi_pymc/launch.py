@@ -46,20 +46,24 @@ def mpirun_command(nranks: int, argv: list[str], python: str | None = None) -> l
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mpi_pymc.launch -n N ARGS...``: mpirun this interpreter on one machine."""
-    import argparse
+    """``python -m mpi_pymc.launch -n N ARGS...``: mpirun this interpreter on one machine.
+
+    Sets what Open MPI needs to run as root and oversubscribed; ARGS go to ``python``.
+    """
     import subprocess
 
-    parser = argparse.ArgumentParser(
-        prog="python -m mpi_pymc.launch",
-        description="Run `python ARGS` on N local ranks with this environment's mpirun "
-        "(sets what Open MPI needs to run as root and oversubscribed).",
-    )
-    parser.add_argument("-n", "--ranks", type=int, default=2)
-    parser.add_argument("args", nargs=argparse.REMAINDER)
-    ns = parser.parse_args(argv)
-    args = ns.args[1:] if ns.args[:1] == ["--"] else ns.args
-    return subprocess.call(mpirun_command(ns.ranks, args), env=local_mpi_env())
+    args = list(sys.argv[1:] if argv is None else argv)
+    ranks = 2
+    if args[:1] in (["-n"], ["--ranks"]) and len(args) > 1 and args[1].isdigit():
+        ranks, args = int(args[1]), args[2:]
+    if args[:1] == ["--"]:
+        args = args[1:]
+    if not args or args[0] in ("-h", "--help"):
+        print(
+            "usage: python -m mpi_pymc.launch [-n RANKS] PYTHON_ARGS  (e.g. -m mpi_pymc run m.py)"
+        )
+        return 0 if args else 2
+    return subprocess.call(mpirun_command(ranks, args), env=local_mpi_env())
 
 
 if __name__ == "__main__":

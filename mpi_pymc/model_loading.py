@@ -52,7 +52,9 @@ def load_model(path: str, name: str | None = None):
             raise UserError(f"{path} has no attribute '{name}' (from {path}:{name}): {_FIX}")
         candidates = [(name, getattr(module, name))]
     else:
-        candidates = [(n, getattr(module, n)) for n in ("model", "build_model") if hasattr(module, n)]
+        candidates = [
+            (n, getattr(module, n)) for n in ("model", "build_model") if hasattr(module, n)
+        ]
         if not candidates:
             raise UserError(f"no model found in {path}: {_FIX}")
     attr, obj = candidates[0]
@@ -66,9 +68,7 @@ def load_model(path: str, name: str | None = None):
                 f"{_where(exc, path)}: {attr}() raised {type(exc).__name__}: {exc}"
             ) from None
     if not isinstance(obj, pm.Model):
-        raise UserError(
-            f"{path}:{attr} is a {type(obj).__name__}, not a pm.Model: {_FIX}"
-        )
+        raise UserError(f"{path}:{attr} is a {type(obj).__name__}, not a pm.Model: {_FIX}")
     check_model(obj, path)
     return obj
 

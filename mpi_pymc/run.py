@@ -37,8 +37,18 @@ def _versions() -> dict:
     from mpi4py import MPI
 
     found = {"python": platform.python_version(), "mpi_pymc": __version__}
-    for name in ("pymc", "pytensor", "jax", "jaxlib", "numpyro", "blackjax", "mpi4py", "h5py",
-                 "arviz", "numpy"):
+    for name in (
+        "pymc",
+        "pytensor",
+        "jax",
+        "jaxlib",
+        "numpyro",
+        "blackjax",
+        "mpi4py",
+        "h5py",
+        "arviz",
+        "numpy",
+    ):
         try:
             found[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -330,8 +340,6 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         timings=timings,
         summary=summary,
     )
-
-
 
 
 def _diagnose(writer, compiled, chain_group, comm, config) -> dict | None:

@@ -38,9 +38,7 @@ class _NumpyroBackend:
         def potential_fn_gen(data):
             return lambda z: -compiled.logdensity(z, data)
 
-        self._init_kernel, self._sample_kernel = hmc(
-            potential_fn_gen=potential_fn_gen, algo="NUTS"
-        )
+        self._init_kernel, self._sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
         self._tune = config.tune
         self._target_accept = config.target_accept
         self._max_tree_depth = config.max_tree_depth
@@ -253,9 +251,7 @@ class ChainGroupSampler:
         Chain by chain, so a chain's values never depend on which other chains share the rank.
         """
         if "constrain" not in self._cache:
-            self._cache["constrain"] = jax.jit(
-                jax.vmap(self.compiled.constrain, in_axes=(0, None))
-            )
+            self._cache["constrain"] = jax.jit(jax.vmap(self.compiled.constrain, in_axes=(0, None)))
         fn = self._cache["constrain"]
         per_chain = [fn(positions[i], self.compiled.data) for i in range(positions.shape[0])]
         return [np.stack([np.asarray(c[v]) for c in per_chain]) for v in range(len(per_chain[0]))]

@@ -226,24 +226,35 @@ class _Writer:
 
 
 class MpioWriter(_Writer):
-    """All ranks share one file through MPI-IO; each writes its own chain slice collectively."""
+    """All ranks share one file through MPI-IO; each writes its own chain slice collectively.
+
+    Rank 0 lays out the structure first with the serial driver — coordinate labels are
+    variable-length strings, which MPI-IO cannot write — then every rank opens the file with
+    ``driver="mpio"``. All chunks are allocated at creation, so the parallel phase only moves
+    draw data and rewrites the fixed-size ``draws_completed`` attribute.
+    """
 
     kind = "mpio"
 
     def __init__(self, path, comm, layout, chain_group, root_attrs: dict, resume: bool = False):
         super().__init__(path, comm, layout, chain_group)
-        if resume:
-            self.file = h5py.File(path, "r+", driver="mpio", comm=comm)
-        else:
-            self.file = h5py.File(path, "w", driver="mpio", comm=comm)
-            all_chains = np.arange(layout.chains)
-            for group_name in layout.draw_groups:
-                create_draw_group(self.file, group_name, layout, all_chains)
-            create_static_groups(self.file, layout)
-            write_attrs(self.file, root_attrs)
-            self.file.attrs["draws_completed"] = np.zeros(layout.chains, dtype=np.int64)
-            self.file.attrs["io"] = self.kind
-        self.file.flush()
+        error = None
+        if comm.Get_rank() == 0 and not resume:
+            try:
+                with h5py.File(path, "w") as f:
+                    all_chains = np.arange(layout.chains)
+                    for group_name in layout.draw_groups:
+                        create_draw_group(f, group_name, layout, all_chains)
+                    create_static_groups(f, layout)
+                    write_attrs(f, root_attrs)
+                    f.attrs["draws_completed"] = np.zeros(layout.chains, dtype=np.int64)
+                    f.attrs["io"] = self.kind
+            except Exception as exc:  # shared so no rank waits for a file that never comes
+                error = f"{type(exc).__name__}: {exc}"
+        error = comm.bcast(error, root=0)
+        if error is not None:
+            raise OSError(f"rank 0 could not create {path}: {error}")
+        self.file = h5py.File(path, "r+", driver="mpio", comm=comm)
         self._dsets = self._datasets(self.file)
 
     def write_chunk(self, draw_start: int, values: dict[tuple[str, str], np.ndarray]) -> None:
@@ -358,7 +369,14 @@ def choose_io(requested: str) -> str:
     return requested
 
 
-def open_writer(io: str, path: str, comm, layout: Layout, chain_group: range, root_attrs: dict,
-                resume: bool = False):
+def open_writer(
+    io: str,
+    path: str,
+    comm,
+    layout: Layout,
+    chain_group: range,
+    root_attrs: dict,
+    resume: bool = False,
+):
     cls = MpioWriter if io == "mpio" else ShardWriter
     return cls(path, comm, layout, chain_group, root_attrs, resume=resume)

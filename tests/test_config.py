@@ -1,7 +1,7 @@
 import pytest
+from helpers import EIGHT_SCHOOLS
 
 from mpi_pymc.config import RunConfig, UserError, parse_model_spec, validate
-from helpers import EIGHT_SCHOOLS
 
 
 def cfg(**kw):

@@ -27,9 +27,7 @@ def test_chain_seed_is_the_spawned_child_of_the_root_seed():
 
 def test_keys_depend_only_on_root_seed_and_chain():
     one_rank = seeding.sampler_keys(7, range(0, 8))
-    two_ranks = np.concatenate(
-        [seeding.sampler_keys(7, g) for g in seeding.chain_groups(8, 2)]
-    )
+    two_ranks = np.concatenate([seeding.sampler_keys(7, g) for g in seeding.chain_groups(8, 2)])
     np.testing.assert_array_equal(one_rank, two_ranks)
     assert len({tuple(k) for k in one_rank}) == 8
     assert not np.array_equal(seeding.sampler_keys(8, range(8)), one_rank)
