@@ -161,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "summary":
             from mpi_pymc.report import print_summary
 
-            print_summary(args.path)
+            if comm.Get_rank() == 0:
+                try:
+                    print_summary(args.path)
+                except UserError as exc:
+                    raise AgreedError(str(exc)) from None
         return EXIT_OK
     except AgreedError as exc:
         if comm.Get_rank() == 0:

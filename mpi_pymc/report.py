@@ -1,0 +1,69 @@
+"""``python -m mpi_pymc summary OUT.h5``: the diagnostics table of a finished or partial file.
+
+Serial: reads the file's posterior (only each chain's completed draws) on one process.
+"""
+
+from __future__ import annotations
+
+import os
+
+import h5py
+import numpy as np
+
+from mpi_pymc import diagnostics
+from mpi_pymc.config import UserError
+
+
+def _label(values) -> str:
+    return values.decode() if isinstance(values, bytes) else str(values)
+
+
+def read_posterior_matrix(path: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(chains, completed draws, parameters), column labels, and draws completed per chain."""
+    if not os.path.exists(path):
+        raise UserError(f"'{path}' does not exist: pass the --out file of a run")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise UserError(f"'{path}' is not a readable HDF5 file: {exc}") from None
+    with f:
+        if "posterior" not in f or "draws_completed" not in f.attrs:
+            raise UserError(f"'{path}' is not an mpi_pymc output (no posterior/draws_completed)")
+        completed = np.asarray(f.attrs["draws_completed"], dtype=np.int64)
+        n = int(completed.min()) if completed.size else 0
+        if n == 0:
+            raise UserError(f"'{path}' holds no completed draws yet")
+        group = f["posterior"]
+        columns, labels = [], []
+        for name, dset in group.items():
+            if dset.ndim < 2 or name in ("chain", "draw") or dset.is_scale:
+                continue
+            data = np.asarray(dset[:, :n], dtype=np.float64)
+            extra = data.shape[2:]
+            axes = [dset.dims[i].keys()[0] if dset.dims[i].keys() else None for i in
+                    range(2, dset.ndim)]  # fmt: skip
+            coords = [[_label(v) for v in group[a][()]] if a else None for a in axes]
+            columns.append(data.reshape(data.shape[0], n, -1))
+            if not extra:
+                labels.append(name)
+                continue
+            for index in np.ndindex(*extra):
+                parts = [
+                    coords[k][i] if coords[k] is not None else str(i) for k, i in enumerate(index)
+                ]
+                labels.append(f"{name}[{', '.join(parts)}]")
+    return np.concatenate(columns, axis=2), labels, completed
+
+
+def print_summary(path: str, echo=print) -> dict:
+    draws, labels, completed = read_posterior_matrix(path)
+    stats = diagnostics.all_diagnostics(draws)
+    chains, n = draws.shape[:2]
+    echo(diagnostics.summary_table(labels, stats))
+    for line in diagnostics.convergence_warnings(stats, chains, labels):
+        echo(f"warning: {line}")
+    total = int(completed.max())
+    status = "complete" if completed.min() == completed.max() else "uneven"
+    echo(f"{chains} chains x {n} draws used from {path} (draws completed per chain: "
+         f"min {int(completed.min())}, max {total}; {status})")  # fmt: skip
+    return stats
