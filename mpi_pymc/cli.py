@@ -11,7 +11,7 @@ import sys
 
 from mpi_pymc import __version__
 from mpi_pymc.config import RunConfig, UserError, parse_model_spec
-from mpi_pymc.errors import EXIT_FAILURE, EXIT_OK, EXIT_USER, AgreedError
+from mpi_pymc.errors import EXIT_CHECKPOINTED, EXIT_FAILURE, EXIT_OK, EXIT_USER, AgreedError
 
 DESCRIPTION = """\
 Sample a PyMC model with NUTS on every MPI rank and write all chains into one HDF5 file that
@@ -98,6 +98,11 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     g.add_argument("--out", help="output HDF5 file (default MODEL.h5)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run checkpointed in OUT.ckpt (same model and options; any rank count)",
+    )
+    g.add_argument(
         "--chunk-draws",
         type=_positive_int,
         default=100,
@@ -133,6 +138,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
         progress=args.progress,
         io=args.io,
         overwrite=args.overwrite,
+        resume=args.resume,
         command_line=["python", "-m", "mpi_pymc", *argv],
     )
 
@@ -157,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from mpi_pymc.run import run
 
-            run(config_from_args(args, argv), comm)
+            result = run(config_from_args(args, argv), comm)
+            if result.stopped_by_signal:
+                return EXIT_CHECKPOINTED
         elif args.command == "summary":
             from mpi_pymc.report import print_summary
 

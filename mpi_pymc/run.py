@@ -128,6 +128,70 @@ class _Progress:
             sys.stderr.flush()
 
 
+class _StopRequest:
+    """SIGTERM/SIGUSR1 (SLURM's walltime warning) ask every rank to stop after this chunk."""
+
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous = {}
+
+    def install(self) -> None:
+        import signal
+
+        for name in self.SIGNALS:
+            number = getattr(signal, name, None)
+            if number is not None:
+                self._previous[number] = signal.signal(number, self._handle)
+
+    def _handle(self, number, frame) -> None:
+        import signal
+
+        self.received = signal.Signals(number).name
+
+    def restore(self) -> None:
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def anyone(self, comm) -> bool:
+        """Collective: did any rank receive a stop signal?"""
+        return bool(comm.allreduce(1 if self.received else 0))
+
+
+def _resolve_resume(config: RunConfig, original: RunConfig, comm) -> tuple[RunConfig, object]:
+    """Read the checkpoint (rank 0), take seed and chains from it, and share it."""
+    from mpi_pymc.checkpoint import checkpoint_path, read_checkpoint
+
+    ckpt, error = None, None
+    if comm.Get_rank() == 0:
+        try:
+            ckpt = read_checkpoint(checkpoint_path(config.out))
+        except UserError as exc:
+            error = exc
+    agree(comm, error, "reading the checkpoint")
+    ckpt = comm.bcast(ckpt, root=0)
+    stored = ckpt.meta
+    changes = {}
+    if original.seed is None:
+        changes["seed"] = int(stored["settings"]["seed"])
+    if original.chains is None and original.chains_per_rank is None:
+        changes["chains"] = int(stored["chains"])
+    config = config.replace(**changes)
+    if config.chains != int(stored["chains"]):
+        raise AgreedError(
+            f"--resume: the checkpoint has {stored['chains']} chains but {config.chains} were "
+            "asked for: drop --chains/--chains-per-rank when resuming"
+        )
+    if config.chains < comm.Get_size():
+        raise AgreedError(
+            f"--resume: {comm.Get_size()} ranks but only {config.chains} chains: launch fewer ranks"
+        )
+    return config, ckpt
+
+
 def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     """Sample ``config.model_path`` on every rank of ``comm``; rank 0 reports."""
     t_start = time.perf_counter()
@@ -136,8 +200,11 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     comm = comm if comm is not None else MPI.COMM_WORLD.Clone()
     rank, size = comm.Get_rank(), comm.Get_size()
     timings: dict[str, float] = {}
+    stop = _StopRequest()
+    stop.install()
 
     # Settings: pure, identical on every rank, so no communication is needed to agree.
+    original = config
     try:
         config = validate(config, size)
         error = None
@@ -163,9 +230,14 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
             error = exc
     agree(comm, error, "checking the output path")
 
+    ckpt = None
+    if config.resume:
+        config, ckpt = _resolve_resume(config, original, comm)
     root_seed = config.seed
     if root_seed is None:
         root_seed = comm.bcast(seeding.fresh_root_seed() if rank == 0 else None, root=0)
+        if rank == 0:
+            echo(f"root seed {root_seed} (pass --seed {root_seed} to repeat this run)")
     config = config.replace(seed=root_seed)
     chain_group = seeding.chain_group(config.chains, size, rank)
     timings["startup"] = time.perf_counter() - t_start
@@ -203,12 +275,30 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
             "seed any random data in the model file (e.g. np.random.default_rng(1234))"
         )
     timings["compile"] = time.perf_counter() - t0
+    settings = config.settings_for_fingerprint()
+    if ckpt is not None:
+        from mpi_pymc.checkpoint import settings_differences
+
+        if ckpt.meta["fingerprint"] != compiled.fingerprint:
+            raise AgreedError(
+                "--resume: the model differs from the checkpointed run's (fingerprint "
+                f"{ckpt.meta['fingerprint'][:12]} vs {compiled.fingerprint[:12]}): resume with "
+                "the same model file, data and package versions, or start again with --overwrite"
+            )
+        differences = settings_differences(ckpt.meta["settings"], settings)
+        if differences:
+            raise AgreedError(
+                "--resume: settings differ from the checkpointed run ("
+                + "; ".join(differences)
+                + "): repeat the original options"
+            )
 
     if rank == 0:
+        what = "resuming" if ckpt is not None else "sampling"
         echo(
-            f"mpi_pymc {__version__}: {config.model_path} on {size} rank(s), {config.chains} "
-            f"chains ({config.chain_method}, {config.sampler}, {config.precision}), "
-            f"seed {root_seed}, {config.tune} tune + {config.draws} draws"
+            f"mpi_pymc {__version__}: {what} {config.model_path} on {size} rank(s), "
+            f"{config.chains} chains ({config.chain_method}, {config.sampler}, "
+            f"{config.precision}), seed {root_seed}, {config.tune} tune + {config.draws} draws"
         )
 
     t0 = time.perf_counter()
@@ -222,6 +312,8 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     agree(comm, error, "initialising the chains")
     sampler = ChainGroupSampler(compiled, config)
     state = sampler.init(seeding.sampler_keys(root_seed, chain_group), positions)
+    if ckpt is not None:
+        state = _restore_state(state, ckpt, chain_group)
     timings["init"] = time.perf_counter() - t0
 
     from mpi_pymc import storage
@@ -244,7 +336,7 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         "draws": config.draws,
         "tune": config.tune,
         "chain_groups": [[g.start, g.stop] for g in seeding.chain_groups(config.chains, size)],
-        "settings": config.settings_for_fingerprint(),
+        "settings": settings,
         "binding": bindings,
         "versions": _versions(),
         "command_line": config.command_line or sys.argv,
@@ -256,37 +348,54 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     if rank == 0 and config.overwrite:
         try:
             storage.remove_output(config.out)
+            from mpi_pymc.checkpoint import checkpoint_path
+
+            if os.path.exists(checkpoint_path(config.out)):
+                os.remove(checkpoint_path(config.out))
         except OSError as exc:
             error = UserError(f"cannot remove existing '{config.out}': {exc}")
     agree(comm, error, "preparing the output")
-    writer = storage.open_writer(io, config.out, comm, layout, chain_group, root_attrs)
+    draws_done = ckpt.draws_done if ckpt is not None else 0
+    writer = storage.open_writer(
+        io, config.out, comm, layout, chain_group, root_attrs,
+        resume=ckpt is not None, draw_start=draws_done,
+    )  # fmt: skip
+    draws_completed = np.full(config.chains, draws_done, dtype=np.int64)
+    if ckpt is not None:
+        writer.mark_completed(draws_completed)
+    saver = _CheckpointSaver(config, compiled, root_seed, comm, chain_group)
 
     progress = _Progress(
         rank == 0 and (config.progress if config.progress is not None else sys.stderr.isatty()),
         config.tune + config.draws,
     )
+    stopped = False
     t0 = time.perf_counter()
-    if config.tune > 0:
+    iteration = int(sampler.iterations(state).min()) if ckpt is not None else 0
+    if iteration < config.tune:
         if sampler.backend.warmup_in_chunks:
-            done = 0
-            while done < config.tune:
-                n = min(config.chunk_draws, config.tune - done)
+            while iteration < config.tune and not stopped:
+                n = min(config.chunk_draws, config.tune - iteration)
                 state = sampler.warmup(state, n)
-                done += n
-                progress.update("warmup  ", comm.allreduce(done) // size, 0)
+                iteration += n
+                saver.save(state, iteration, 0)
+                progress.update("warmup  ", iteration, 0)
+                stopped = stop.anyone(comm)
         else:
             state = sampler.warmup(state, config.tune)
+            iteration = config.tune
+            saver.save(state, iteration, 0)
             progress.update("warmup  ", config.tune, 0)
+            stopped = stop.anyone(comm)
     np.asarray(sampler.iterations(state))  # wait for the device
     timings["warmup"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     io_seconds = 0.0
-    draws_completed = np.zeros(config.chains, dtype=np.int64)
     divergences_total = 0
-    draw = 0
+    draw = draws_done
     stat_names = [v.name for v in layout.draw_groups["sample_stats"]]
-    while draw < config.draws:
+    while draw < config.draws and not stopped:
         n = min(config.chunk_draws, config.draws - draw)
         state, chunk_positions, stats = sampler.sample(state, n)
         constrained = sampler.constrain(chunk_positions)
@@ -298,13 +407,16 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
             values[("sample_stats", name)] = np.asarray(stats[name])
         t_io = time.perf_counter()
         writer.write_chunk(draw, values)
-        io_seconds += time.perf_counter() - t_io
         draw += n
+        saver.save(state, config.tune + draw, draw)
+        io_seconds += time.perf_counter() - t_io
         local = np.full(len(chain_group), draw, dtype=np.int64)
         local_divergences = int(np.asarray(stats["diverging"]).sum())
-        gathered = comm.allgather((local, local_divergences))
+        stop_here = 1 if stop.received else 0
+        gathered = comm.allgather((local, local_divergences, stop_here))
         draws_completed = np.concatenate([g[0] for g in gathered])
         divergences_total += sum(g[1] for g in gathered)
+        stopped = any(g[2] for g in gathered)
         t_io = time.perf_counter()
         writer.mark_completed(draws_completed)
         io_seconds += time.perf_counter() - t_io
@@ -312,6 +424,26 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     progress.close()
     timings["sampling"] = time.perf_counter() - t0 - io_seconds
     timings["io"] = io_seconds
+
+    if stopped:
+        writer.set_attrs({"timings": timings, "stopped_by": "signal"})
+        writer.close()
+        comm.Barrier()
+        if rank == 0:
+            echo(
+                f"stopped by a signal after {draw} of {config.draws} draws (warmup "
+                f"{min(iteration, config.tune)}/{config.tune}); checkpoint written. Continue "
+                f"with the same command plus --resume (output {config.out})"
+            )
+        stop.restore()
+        return RunResult(
+            out=config.out,
+            root_seed=root_seed,
+            chains=config.chains,
+            draws_completed=draws_completed,
+            timings=timings,
+            stopped_by_signal=True,
+        )
 
     t0 = time.perf_counter()
     summary = _diagnose(writer, compiled, chain_group, comm, config)
@@ -322,6 +454,7 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         writer.set_attrs({"diagnostics": summary["json"]})
     writer.close()
     comm.Barrier()
+    saver.remove()
     if rank == 0:
         if summary is not None:
             echo(summary["table"])
@@ -332,6 +465,7 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
             f"draws to {config.out} ({io}); open with arviz.from_netcdf('{config.out}'). "
             f"Wall time {timings['total']:.1f}s"
         )
+    stop.restore()
     return RunResult(
         out=config.out,
         root_seed=root_seed,
@@ -340,6 +474,66 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         timings=timings,
         summary=summary,
     )
+
+
+def _restore_state(fresh_state, ckpt, chain_group: range):
+    """Replace a freshly initialised state by the checkpointed one for this rank's chains."""
+    import jax
+    import jax.numpy as jnp
+
+    fresh, treedef = jax.tree_util.tree_flatten(fresh_state)
+    if len(fresh) != len(ckpt.leaves):
+        raise AgreedError("--resume: the checkpoint does not match this sampler's state layout")
+    restored = []
+    for new, saved in zip(fresh, ckpt.leaves, strict=True):
+        part = saved[chain_group.start : chain_group.stop]
+        if part.shape != tuple(new.shape) or part.dtype != new.dtype:
+            raise AgreedError(
+                f"--resume: checkpoint state {part.shape}/{part.dtype} does not fit "
+                f"{tuple(new.shape)}/{new.dtype}: was it written by another version?"
+            )
+        restored.append(jnp.asarray(part))
+    return jax.tree_util.tree_unflatten(treedef, restored)
+
+
+class _CheckpointSaver:
+    """After each chunk: gather the chain states to rank 0, which writes ``OUT.ckpt``."""
+
+    def __init__(self, config: RunConfig, compiled, root_seed: int, comm, chain_group: range):
+        from mpi_pymc.checkpoint import checkpoint_path
+
+        self.path = checkpoint_path(config.out)
+        self.comm = comm
+        self.meta = {
+            "settings": config.settings_for_fingerprint(),
+            "fingerprint": compiled.fingerprint,
+            "root_seed": str(root_seed),
+            "chains": config.chains,
+            "sampler": config.sampler,
+            "version": __version__,
+        }
+
+    def remove(self) -> None:
+        """A finished run needs no checkpoint."""
+        if self.comm.Get_rank() == 0 and os.path.exists(self.path):
+            os.remove(self.path)
+
+    def save(self, state, iteration: int, draws_done: int) -> None:
+        import jax
+
+        from mpi_pymc.checkpoint import write_checkpoint
+
+        leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state)]
+        gathered = self.comm.gather(leaves, root=0)
+        error = None
+        if self.comm.Get_rank() == 0:
+            merged = [np.concatenate(parts) for parts in zip(*gathered, strict=True)]
+            meta = {**self.meta, "iteration": iteration, "draws_done": draws_done}
+            try:
+                write_checkpoint(self.path, merged, meta)
+            except OSError as exc:
+                error = exc
+        agree(self.comm, error, "writing the checkpoint")
 
 
 def _diagnose(writer, compiled, chain_group, comm, config) -> dict | None:

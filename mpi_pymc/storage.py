@@ -91,10 +91,6 @@ def shard_dir(path: str) -> Path:
     return Path(str(path) + SHARD_DIR_SUFFIX)
 
 
-def shard_path(path: str, rank: int) -> Path:
-    return shard_dir(path) / f"rank{rank:05d}.h5"
-
-
 def remove_output(path: str) -> None:
     """Delete an output file and its shards (``--overwrite``)."""
     if os.path.lexists(path):
@@ -278,61 +274,93 @@ class MpioWriter(_Writer):
 
 
 class ShardWriter(_Writer):
-    """Each rank writes its chains to a shard; rank 0's main file maps them as virtual datasets."""
+    """Each rank writes its chains to a shard; rank 0's main file maps them as virtual datasets.
+
+    Shards live in ``OUT.parts/sNNN/rankRRRRR.h5``, one *segment* ``sNNN`` per start of the
+    run: a resumed run (possibly on another number of ranks) writes a new segment from the draw
+    it resumes at, and the main file is rebuilt — written aside, then renamed over ``OUT`` — to
+    map each (segment, chain group) block of draws. Readers only ever see a complete main file.
+    """
 
     kind = "shards"
 
-    def __init__(self, path, comm, layout, chain_group, root_attrs: dict, resume: bool = False):
+    def __init__(
+        self, path, comm, layout, chain_group, root_attrs: dict, resume: bool = False,
+        draw_start: int = 0,
+    ):  # fmt: skip
         super().__init__(path, comm, layout, chain_group)
         self.rank = comm.Get_rank()
         groups = comm.allgather((chain_group.start, chain_group.stop))
-        own = shard_path(path, self.rank)
-        if self.rank == 0 and not resume:
-            shard_dir(path).mkdir(parents=True, exist_ok=True)
-        comm.Barrier()
-        if resume:
-            self.shard = h5py.File(own, "r+")
-        else:
-            self.shard = h5py.File(own, "w")
-            chains = np.arange(chain_group.start, chain_group.stop)
-            for group_name in layout.draw_groups:
-                create_draw_group(self.shard, group_name, layout, chains)
-            self.shard.attrs["draws_completed"] = np.zeros(len(chain_group), dtype=np.int64)
-            self.shard.attrs["first_chain"] = chain_group.start
+        segments, error = None, None
+        if self.rank == 0:
+            try:
+                segments = self._previous_segments(path) if resume else []
+                segments = [s for s in segments if s["draw_start"] < draw_start]
+                name = f"s{len(segments):03d}"
+                segments.append({"dir": name, "draw_start": draw_start, "groups": groups})
+                (shard_dir(path) / name).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        segments, error = comm.bcast((segments, error), root=0)
+        if error is not None:
+            raise OSError(f"rank 0 could not prepare the shards of {path}: {error}")
+        self.segments = segments
+        own = shard_dir(path) / segments[-1]["dir"] / f"rank{self.rank:05d}.h5"
+        self.shard = h5py.File(own, "w")
+        chains = np.arange(chain_group.start, chain_group.stop)
+        for group_name in layout.draw_groups:
+            create_draw_group(self.shard, group_name, layout, chains)
+        self.shard.attrs["draws_completed"] = np.full(len(chain_group), draw_start, np.int64)
+        self.shard.attrs["first_chain"] = chain_group.start
+        self.shard.attrs["draw_start"] = draw_start
         self.shard.flush()
         self._dsets = self._datasets(self.shard)
+        comm.Barrier()  # every shard exists before the main file points at them
         self.main = None
+        error = None
         if self.rank == 0:
-            if resume:
+            try:
+                self._write_main(root_attrs, draw_start)
                 self.main = h5py.File(path, "r+")
-            else:
-                self.main = h5py.File(path, "w")
-                self._create_main(groups, root_attrs)
-            self.main.flush()
-        comm.Barrier()
+            except OSError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        error = comm.bcast(error, root=0)
+        if error is not None:
+            raise OSError(f"rank 0 could not write {path}: {error}")
 
-    def _create_main(self, groups: list[tuple[int, int]], root_attrs: dict) -> None:
+    @staticmethod
+    def _previous_segments(path: str) -> list[dict]:
+        with h5py.File(path, "r") as f:
+            return json.loads(f.attrs["shard_segments"])
+
+    def _write_main(self, root_attrs: dict, draw_start: int) -> None:
         layout = self.layout
-        relative = shard_dir(self.path).name
-        for group_name, variables in layout.draw_groups.items():
-            sources = {}
-            for var in variables:
-                vlayout = h5py.VirtualLayout(
-                    shape=(layout.chains, layout.draws, *var.shape), dtype=np.dtype(var.dtype)
-                )
-                for rank, (lo, hi) in enumerate(groups):
-                    source = h5py.VirtualSource(
-                        f"{relative}/rank{rank:05d}.h5",
-                        f"{group_name}/{var.name}",
-                        shape=(hi - lo, layout.draws, *var.shape),
+        stops = [s["draw_start"] for s in self.segments[1:]] + [layout.draws]
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        with h5py.File(tmp, "w") as main:
+            for group_name, variables in layout.draw_groups.items():
+                sources = {}
+                for var in variables:
+                    vlayout = h5py.VirtualLayout(
+                        shape=(layout.chains, layout.draws, *var.shape), dtype=np.dtype(var.dtype)
                     )
-                    vlayout[lo:hi] = source
-                sources[var.name] = vlayout
-            create_draw_group(self.main, group_name, layout, np.arange(layout.chains), sources)
-        create_static_groups(self.main, layout)
-        write_attrs(self.main, root_attrs)
-        self.main.attrs["draws_completed"] = np.zeros(layout.chains, dtype=np.int64)
-        self.main.attrs["io"] = self.kind
+                    for segment, stop in zip(self.segments, stops, strict=True):
+                        start = segment["draw_start"]
+                        for rank, (lo, hi) in enumerate(segment["groups"]):
+                            source = h5py.VirtualSource(
+                                f"{shard_dir(self.path).name}/{segment['dir']}/rank{rank:05d}.h5",
+                                f"{group_name}/{var.name}",
+                                shape=(hi - lo, layout.draws, *var.shape),
+                            )
+                            vlayout[lo:hi, start:stop] = source[:, start:stop]
+                    sources[var.name] = vlayout
+                create_draw_group(main, group_name, layout, np.arange(layout.chains), sources)
+            create_static_groups(main, layout)
+            write_attrs(main, root_attrs)
+            main.attrs["draws_completed"] = np.full(layout.chains, draw_start, dtype=np.int64)
+            main.attrs["io"] = self.kind
+            main.attrs["shard_segments"] = json.dumps(self.segments)
+        os.replace(tmp, self.path)
 
     def write_chunk(self, draw_start: int, values: dict[tuple[str, str], np.ndarray]) -> None:
         for key, dset in self._dsets.items():
@@ -370,13 +398,11 @@ def choose_io(requested: str) -> str:
 
 
 def open_writer(
-    io: str,
-    path: str,
-    comm,
-    layout: Layout,
-    chain_group: range,
-    root_attrs: dict,
-    resume: bool = False,
-):
-    cls = MpioWriter if io == "mpio" else ShardWriter
-    return cls(path, comm, layout, chain_group, root_attrs, resume=resume)
+    io: str, path: str, comm, layout: Layout, chain_group: range, root_attrs: dict,
+    resume: bool = False, draw_start: int = 0,
+):  # fmt: skip
+    if io == "mpio":
+        return MpioWriter(path, comm, layout, chain_group, root_attrs, resume=resume)
+    return ShardWriter(
+        path, comm, layout, chain_group, root_attrs, resume=resume, draw_start=draw_start
+    )

@@ -1,0 +1,146 @@
+"""Signals, checkpoints and --resume under real mpirun: resumed equals uninterrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from helpers import EIGHT_SCHOOLS, env, error_lines, mpirun_or_skip, run_ranks
+
+from mpi_pymc.checkpoint import checkpoint_path
+
+SETTINGS = ["--draws", "1000", "--tune", "100", "--chains", "4", "--seed", "5",
+            "--chunk-draws", "25", "--chain-method", "sequential"]  # fmt: skip
+
+
+def _rank_pids(out: Path) -> list[int]:
+    """PIDs of the Python ranks (not the launcher) whose command line names ``out``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(out).encode() in argv and Path(argv[0].decode()).name.startswith("python"):
+            pids.append(int(entry))
+    return sorted(pids)
+
+
+def _draws_done(out: Path) -> int:
+    try:
+        with np.load(checkpoint_path(out)) as data:
+            return int(json.loads(str(data["meta"]))["draws_done"])
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def _interrupt(tmp: Path, out: Path, ranks: int, sig: int, after_draws: int = 100):
+    """Start a run, send ``sig`` to ONE rank once some draws are flushed; return the process."""
+    cmd = [mpirun_or_skip(), "-n", str(ranks), sys.executable, "-m", "mpi_pymc", "run",
+           str(EIGHT_SCHOOLS), *SETTINGS, "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    deadline = time.monotonic() + 180
+    while _draws_done(out) < after_draws:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"run ended or stalled before {after_draws} draws: {proc.communicate()}")
+        time.sleep(0.02)
+    pids = _rank_pids(out)
+    assert len(pids) == ranks, pids
+    os.kill(pids[-1], sig)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("ranks hung after the signal")
+    return proc.returncode, stdout, stderr
+
+
+def _posterior(path: Path) -> dict[str, np.ndarray]:
+    with h5py.File(path) as f:
+        out = {f"posterior/{k}": f["posterior"][k][()] for k in ("mu", "tau", "theta")}
+        out.update({f"sample_stats/{k}": f["sample_stats"][k][()] for k in ("lp", "step_size")})
+        out["draws_completed"] = f.attrs["draws_completed"][()]
+    return out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ref")
+    out = tmp / "ref.h5"
+    proc = run_ranks(2, ["run", str(EIGHT_SCHOOLS), *SETTINGS, "--out", str(out)], cwd=tmp)
+    assert proc.returncode == 0, proc.stderr
+    assert not Path(checkpoint_path(out)).exists()  # a finished run leaves no checkpoint
+    return _posterior(out)
+
+
+@pytest.mark.parametrize(
+    "sig,first_ranks,resume_ranks",
+    [(signal.SIGTERM, 2, 2), (signal.SIGUSR1, 2, 3), (signal.SIGTERM, 3, 1)],
+)
+def test_signal_checkpoint_then_resume_equals_uninterrupted(
+    tmp_path, uninterrupted, sig, first_ranks, resume_ranks
+):
+    out = tmp_path / "run.h5"
+    code, stdout, stderr = _interrupt(tmp_path, out, first_ranks, sig)
+    assert code == 3, stderr
+    assert "checkpoint written" in stdout
+    partial = _posterior(out)
+    done = int(partial["draws_completed"].min())
+    assert 0 < done < 1000
+    # Every draw the file claims is there, and equals the uninterrupted run's.
+    for key in ("posterior/mu", "posterior/theta", "sample_stats/lp"):
+        np.testing.assert_array_equal(partial[key][:, :done], uninterrupted[key][:, :done])
+    proc = run_ranks(
+        resume_ranks, ["run", str(EIGHT_SCHOOLS), *SETTINGS, "--out", str(out), "--resume"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    resumed = _posterior(out)
+    for key, values in uninterrupted.items():
+        np.testing.assert_array_equal(resumed[key], values, err_msg=key)
+
+
+def _checkpointed_run(tmp_path: Path) -> Path:
+    out = tmp_path / "run.h5"
+    code, _, stderr = _interrupt(tmp_path, out, 2, signal.SIGTERM)
+    assert code == 3, stderr
+    return out
+
+
+def test_resume_refuses_changed_settings_model_and_corruption(tmp_path):
+    out = _checkpointed_run(tmp_path)
+    before = Path(out).read_bytes()
+
+    def resume(*extra, model=EIGHT_SCHOOLS):
+        args = ["run", str(model), *SETTINGS, "--out", str(out), "--resume", *extra]
+        return run_ranks(2, args, cwd=tmp_path, timeout=120)
+
+    proc = resume("--target-accept", "0.95")
+    assert proc.returncode == 2
+    assert "settings differ" in error_lines(proc.stderr)[0]
+    assert "target_accept" in error_lines(proc.stderr)[0]
+
+    other = tmp_path / "other.py"
+    other.write_text(EIGHT_SCHOOLS.read_text().replace("sigma=5.0", "sigma=6.0"))
+    proc = resume(model=other)
+    assert proc.returncode == 2
+    assert "model differs" in error_lines(proc.stderr)[0]
+
+    ckpt = Path(checkpoint_path(out))
+    ckpt.write_bytes(ckpt.read_bytes()[: len(ckpt.read_bytes()) // 2])
+    proc = resume()
+    assert proc.returncode == 2
+    assert "corrupted" in error_lines(proc.stderr)[0]
+    assert Path(out).read_bytes() == before  # refused resumes never touch the output
