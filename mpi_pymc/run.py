@@ -61,9 +61,22 @@ def _versions() -> dict:
 
 
 def _configure_jax(precision: str) -> None:
+    """Precision, and a persistent compilation cache shared by ranks and later runs.
+
+    ``MPI_PYMC_JAX_CACHE`` names the cache folder (default ``~/.cache/mpi_pymc/jax``; put it on
+    a file system every node sees); ``off`` disables it.
+    """
     import jax
 
     jax.config.update("jax_enable_x64", precision == "float64")
+    cache = os.environ.get("MPI_PYMC_JAX_CACHE", os.path.expanduser("~/.cache/mpi_pymc/jax"))
+    if cache.lower() != "off":
+        try:
+            os.makedirs(cache, exist_ok=True)
+            jax.config.update("jax_compilation_cache_dir", cache)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        except OSError:
+            pass  # an unwritable cache only costs compile time
 
 
 def _check_output(config: RunConfig) -> None:
@@ -316,6 +329,13 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         state = _restore_state(state, ckpt, chain_group)
     timings["init"] = time.perf_counter() - t0
 
+    # Rank 0 compiles the chunk programs first; the others then load them from the cache.
+    t0 = time.perf_counter()
+    if rank == 0:
+        sampler.precompile(state)
+    comm.Barrier()
+    timings["jit"] = time.perf_counter() - t0
+
     from mpi_pymc import storage
 
     io = storage.choose_io(config.io)
@@ -405,6 +425,7 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         }
         for name in stat_names:
             values[("sample_stats", name)] = np.asarray(stats[name])
+        _injected_fault(rank, draw)
         t_io = time.perf_counter()
         writer.write_chunk(draw, values)
         draw += n
@@ -445,6 +466,8 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
             stopped_by_signal=True,
         )
 
+    peak_rss = comm.allgather(_peak_rss_mb())
+    writer.set_attrs({"peak_rss_mb": peak_rss})
     t0 = time.perf_counter()
     summary = _diagnose(writer, compiled, chain_group, comm, config)
     timings["diagnostics"] = time.perf_counter() - t0
@@ -474,6 +497,25 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         timings=timings,
         summary=summary,
     )
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _injected_fault(rank: int, draw: int) -> None:
+    """Test hook: ``MPI_PYMC_INJECT_FAULT=RANK:DRAW`` raises on that rank from that draw on.
+
+    Lets the test suite prove that an exception on one rank mid-sampling ends the whole job.
+    """
+    spec = os.environ.get("MPI_PYMC_INJECT_FAULT")
+    if spec:
+        fault_rank, fault_draw = (int(x) for x in spec.split(":"))
+        if rank == fault_rank and draw >= fault_draw:
+            raise RuntimeError(f"injected fault at draw {draw} (MPI_PYMC_INJECT_FAULT={spec})")
 
 
 def _restore_state(fresh_state, ckpt, chain_group: range):

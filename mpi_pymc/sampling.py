@@ -170,13 +170,26 @@ class _BlackjaxBackend:
         return new, nuts_state.position, stats
 
 
-def _scan_steps(step, n: int, record: bool):
-    def run(state, data):
-        def body(carry, _):
-            new, position, stats = step(carry, data)
-            return new, ((position, stats) if record else None)
+def _loop_steps(step, length: int, record: bool):
+    """``run(state, n, data)``: ``n`` steps (``n <= length``, traced), draws in a fixed buffer.
 
-        return jax.lax.scan(body, state, None, length=n)
+    The trip count is a runtime value, so one compiled program serves every chunk, the last
+    and shorter one included (a ``scan`` would compile once per distinct length).
+    """
+
+    def run(state, n, data):
+        if not record:
+            return jax.lax.fori_loop(0, n, lambda i, s: step(s, data)[0], state), None
+        shapes = jax.eval_shape(lambda s: step(s, data)[1:], state)
+        buffers = jax.tree_util.tree_map(lambda x: jnp.zeros((length, *x.shape), x.dtype), shapes)
+
+        def body(i, carry):
+            current, buffer = carry
+            new, position, stats = step(current, data)
+            buffer = jax.tree_util.tree_map(lambda b, v: b.at[i].set(v), buffer, (position, stats))
+            return new, buffer
+
+        return jax.lax.fori_loop(0, n, body, (state, buffers))
 
     return run
 
@@ -198,6 +211,7 @@ class ChainGroupSampler:
         self.compiled = compiled
         self.vectorized = config.chain_method == "vectorized"
         self.tune = config.tune
+        self.chunk = min(config.chunk_draws, max(config.draws, config.tune, 1))
         self._cache: dict = {}
 
     def _compiled_fn(self, name: str, fn, in_axes):
@@ -206,14 +220,14 @@ class ChainGroupSampler:
             self._cache[name] = jax.jit(jax.vmap(fn, in_axes=in_axes) if self.vectorized else fn)
         return self._cache[name]
 
-    def _map_chains(self, name: str, fn, in_axes, batched_args, data):
+    def _map_chains(self, name: str, fn, in_axes, batched_args, shared_args):
         """Apply a per-chain function to every chain of the group, by the chosen method."""
         mapped = self._compiled_fn(name, fn, in_axes)
         if self.vectorized:
-            return mapped(*batched_args, data)
+            return mapped(*batched_args, *shared_args)
         count = jax.tree_util.tree_leaves(batched_args[0])[0].shape[0]
         per_chain = [_unstack(arg, count) for arg in batched_args]
-        return _stack([mapped(*args, data) for args in zip(*per_chain, strict=True)])
+        return _stack([mapped(*args, *shared_args) for args in zip(*per_chain, strict=True)])
 
     def init(self, keys: np.ndarray, positions: np.ndarray):
         return self._map_chains(
@@ -221,29 +235,52 @@ class ChainGroupSampler:
             self.backend.init,
             (0, 0, None),
             (jnp.asarray(keys, dtype=jnp.uint32), jnp.asarray(positions)),
-            self.compiled.data,
+            (self.compiled.data,),
         )
 
     def iterations(self, state) -> np.ndarray:
         return np.asarray(self.backend.iteration(state))
 
+    def _programs(self):
+        """(name, function, in_axes) of the warmup and sampling programs."""
+        if self.backend.warmup_in_chunks:
+            warmup = ("warmup", _loop_steps(self.backend.step, self.chunk, False), (0, None, None))
+        else:
+            warmup = ("warmup", self.backend.warmup, (0, None))
+        sample = ("sample", _loop_steps(self.backend.step, self.chunk, True), (0, None, None))
+        return warmup, sample
+
     def warmup(self, state, n: int):
         """Advance ``n`` warmup iterations (blackjax: the whole warmup at once)."""
+        (name, fn, axes), _ = self._programs()
         if self.backend.warmup_in_chunks:
-            run = _scan_steps(self.backend.step, n, record=False)
-            state, _ = self._map_chains(f"warmup{n}", run, (0, None), (state,), self.compiled.data)
+            state, _ = self._map_chains(name, fn, axes, (state,), (n, self.compiled.data))
             return state
-        return self._map_chains(
-            "warmup", self.backend.warmup, (0, None), (state,), self.compiled.data
-        )
+        return self._map_chains(name, fn, axes, (state,), (self.compiled.data,))
 
     def sample(self, state, n: int):
         """Advance ``n`` sampling iterations; return state, positions (k, n, D), stats (k, n)."""
-        run = _scan_steps(self.backend.step, n, record=True)
+        _, (name, fn, axes) = self._programs()
         state, (positions, stats) = self._map_chains(
-            f"sample{n}", run, (0, None), (state,), self.compiled.data
+            name, fn, axes, (state,), (n, self.compiled.data)
         )
+        positions = positions[:, :n]
+        stats = {key: value[:, :n] for key, value in stats.items()}
         return state, positions, stats
+
+    def precompile(self, state) -> None:
+        """Compile (not run) the warmup and sampling programs, filling JAX's persistent cache.
+
+        Rank 0 does this first so other ranks load the programs instead of compiling them.
+        """
+        example = state if self.vectorized else _unstack(state, 1)[0]
+        (w_name, w_fn, w_axes), (s_name, s_fn, s_axes) = self._programs()
+        chunk = jnp.asarray(self.chunk)
+        data = self.compiled.data
+        if self.tune:
+            warmup_args = (chunk, data) if self.backend.warmup_in_chunks else (data,)
+            self._compiled_fn(w_name, w_fn, w_axes).lower(example, *warmup_args).compile()
+        self._compiled_fn(s_name, s_fn, s_axes).lower(example, chunk, data).compile()
 
     def constrain(self, positions) -> list[np.ndarray]:
         """Unconstrained draws (k, n, D) -> constrained variables, each (k, n, *shape).
