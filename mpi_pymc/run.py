@@ -93,8 +93,16 @@ def _check_output(config: RunConfig) -> None:
     directory = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(directory):
         raise UserError(f"output directory '{directory}' does not exist: create it first")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise UserError(f"output directory '{directory}' is not writable: choose another --out")
+    import tempfile
+
+    try:  # a real probe: permission bits do not tell root (or read-only mounts) the truth
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".mpi_pymc_probe"):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"output directory '{directory}' is not writable ({exc.strerror}): "
+            "choose another --out"
+        ) from None
 
 
 def _flat_names(compiled) -> list[tuple[str, str, tuple]]:

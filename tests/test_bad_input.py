@@ -83,6 +83,7 @@ def test_ranks_that_disagree_are_named(tmp_path, name):
         (["--sampler", "gibbs"], "unknown --sampler 'gibbs'"),
         (["--chains", "1"], "every rank needs at least one chain"),
         (["--out", "/nonexistent/dir/o.h5"], "does not exist: create it first"),
+        (["--out", "/proc/o.h5"], "output directory '/proc' is not writable"),
     ],
 )
 def test_bad_options_on_two_ranks(tmp_path, args, needle):
