@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         "summary", help="print R-hat/ESS of a finished or partial output file"
     )
     summary.add_argument("path", metavar="OUT.h5")
+
+    from mpi_pymc import bench
+
+    bench.add_parser(commands)
     return parser
 
 
@@ -156,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USER
+    if args.command == "bench":
+        # The benchmark driver launches mpirun/srun jobs; it must not start MPI itself.
+        from mpi_pymc import bench
+
+        return bench.main(args)
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD.Clone()

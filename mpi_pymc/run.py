@@ -53,7 +53,7 @@ def _versions() -> dict:
             found[name] = md.version(name)
         except md.PackageNotFoundError:
             found[name] = "not installed"
-    found["mpi_library"] = MPI.Get_library_version().splitlines()[0].strip()
+    found["mpi_library"] = MPI.Get_library_version().replace("\0", "").splitlines()[0].strip()
     import h5py
 
     found["hdf5"] = h5py.version.hdf5_version
@@ -100,8 +100,7 @@ def _check_output(config: RunConfig) -> None:
             pass
     except OSError as exc:
         raise UserError(
-            f"output directory '{directory}' is not writable ({exc.strerror}): "
-            "choose another --out"
+            f"output directory '{directory}' is not writable ({exc.strerror}): choose another --out"
         ) from None
 
 

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# One-shot GPU check: PyMC's own numpyro path (the reference row) against mpi_pymc on one GPU.
+#
+#   OUT=/some/dir bash benchmarks/gpu_check.sh          # on the GPU machine (after
+#                                                       # benchmarks/make_gpu_wheels.sh here)
+#   SMOKE=1 OUT=/tmp/gpu_smoke bash benchmarks/gpu_check.sh   # tiny CPU rehearsal
+#
+# Steps, each under `timeout`, all inside BUDGET seconds (default 450, so the script ends in
+# under 8 minutes even when a step hangs; a step that would start too late is skipped):
+#   0. install the carried wheels (.whl/*.whl -> /tmp/site) when PyMC is missing; fall back to
+#      the carried Open MPI (.whl/mpi) when the image's mpi4py cannot start MPI
+#   1. nvidia-smi, versions, JAX devices, first PyMC import
+#   2. mpi_pymc, 4 chains float64, TUNE+DRAWS (directly comparable with the reference)
+#   3. reference: pm.sample(nuts_sampler="numpyro"), 4 chains vectorized float64, TUNE+DRAWS
+#   4. mpi_pymc, 64 chains float32, 500+500
+#   5. mpi_pymc, 1024 chains float32, 500+500
+#   6. collect: $OUT/gpu_results.json and $OUT/gpu_results.md; the whole log is
+#      $OUT/gpu_check.log, one JSON line per step in $OUT/steps.jsonl
+# Model: examples/logistic_regression.py with N=500,000, D=54 (SMOKE=1: N=2,000, D=5,
+# 100+100 draws, and 4/16/64 chains so that it runs on a CPU in a few minutes).
+set -u
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO" || exit 1
+
+OUT=${OUT:-$REPO/gpu_check_out}
+PYTHON=${PYTHON:-python3}
+WHEELS=${WHEELS:-$REPO/.whl}
+SITE=${SITE:-/tmp/site}
+MPI_PREFIX=${MPI_PREFIX:-/tmp/mpi}
+BUDGET=${BUDGET:-450}
+SMOKE=${SMOKE:-0}
+export GPU_CHECK_WORK=${GPU_CHECK_WORK:-/tmp/gpu_check_work}
+export PYTHONUNBUFFERED=1
+mkdir -p "$OUT" "$GPU_CHECK_WORK"
+rm -f "$OUT/steps.jsonl"
+
+if [ "$SMOKE" = 1 ]; then
+    export MPI_PYMC_N=${MPI_PYMC_N:-2000} MPI_PYMC_D=${MPI_PYMC_D:-5}
+    TUNE=100 DRAWS=100 SMALL_TUNE=100 SMALL_DRAWS=100 MANY=16 MOST=64 SMOKE_FLAG=--smoke
+else
+    export MPI_PYMC_N=${MPI_PYMC_N:-500000} MPI_PYMC_D=${MPI_PYMC_D:-54}
+    TUNE=1000 DRAWS=1000 SMALL_TUNE=500 SMALL_DRAWS=500 MANY=64 MOST=1024 SMOKE_FLAG=
+fi
+DEADLINE=$((SECONDS + BUDGET))
+
+# step NAME LIMIT COMMAND...: run COMMAND under timeout, never past the deadline.
+step() {
+    local name=$1 limit=$2
+    shift 2
+    local left=$((DEADLINE - SECONDS - 20))
+    if [ "$left" -lt 30 ]; then
+        echo "== $name: skipped, only ${left}s of the ${BUDGET}s budget left"
+        printf '{"step": "skipped", "name": "%s", "ok": false, "error": "skipped: out of time"}\n' \
+            "$name" >>"$OUT/steps.jsonl"
+        return 1
+    fi
+    [ "$limit" -gt "$left" ] && limit=$left
+    echo
+    echo "== $name (limit ${limit}s, $(date +%T), ${SECONDS}s into the check)"
+    local t0=$SECONDS rc
+    STEP_LIMIT=$limit timeout -k 10 "$limit" "$@"
+    rc=$?
+    echo "== $name: exit $rc after $((SECONDS - t0))s"
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+        printf '{"step": "killed", "name": "%s", "ok": false, "error": "killed by timeout after %ss"}\n' \
+            "$name" "$limit" >>"$OUT/steps.jsonl"
+    fi
+    return $rc
+}
+
+install_wheels() {
+    if $PYTHON -c "import pymc, arviz" 2>/dev/null; then
+        echo "PyMC and ArviZ are importable: no wheels installed"
+    elif ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+        timeout 120 $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+            --upgrade --target "$SITE" "$WHEELS"/*.whl || echo "wheel install failed"
+        export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
+    else
+        echo "PyMC is missing and no wheels in $WHEELS: run benchmarks/make_gpu_wheels.sh first"
+    fi
+    export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
+    local probe='from mpi4py import MPI; print("MPI:", MPI.Get_library_version().splitlines()[0])'
+    if timeout 60 $PYTHON -c "$probe" 2>"$GPU_CHECK_WORK/mpi_probe.err"; then
+        return 0
+    fi
+    echo "mpi4py cannot start MPI here ($(tail -n 2 "$GPU_CHECK_WORK/mpi_probe.err" | tr '\n' ' '))"
+    echo "trying the carried Open MPI ($WHEELS/mpi)"
+    if ls "$WHEELS"/mpi/*.whl >/dev/null 2>&1; then
+        timeout 120 $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+            --upgrade --prefix "$MPI_PREFIX" "$WHEELS"/mpi/*.whl || echo "MPI wheel install failed"
+        local mpisite
+        mpisite=$(ls -d "$MPI_PREFIX"/lib/python3*/site-packages 2>/dev/null | head -1)
+        export PYTHONPATH=${mpisite:+$mpisite:}$PYTHONPATH
+        export LD_LIBRARY_PATH=$MPI_PREFIX/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+        # The wheel stores libmpi.so as a text stand-in for a link: name the real library.
+        export MPI4PY_LIBMPI=$MPI_PREFIX/lib/libmpi.so.40 OPAL_PREFIX=$MPI_PREFIX
+        timeout 60 $PYTHON -c "$probe" || echo "MPI still unavailable: the mpi_pymc rows will fail"
+    fi
+}
+
+main() {
+    echo "gpu_check: SMOKE=$SMOKE N=$MPI_PYMC_N D=$MPI_PYMC_D budget ${BUDGET}s, results in $OUT"
+    echo "== nvidia-smi"
+    if command -v nvidia-smi >/dev/null; then
+        timeout 30 nvidia-smi
+        GPUS_PER_RANK=1
+    else
+        echo "nvidia-smi: not found (CPU run)"
+        GPUS_PER_RANK=0
+    fi
+    echo "== $($PYTHON --version 2>&1) at $(command -v "$PYTHON")"
+    install_wheels
+
+    local g=(--out "$OUT" --gpus-per-rank "$GPUS_PER_RANK")
+    step facts 90 $PYTHON benchmarks/gpu_check.py facts --out "$OUT"
+    step "mpi_pymc f64 4 chains" 100 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
+        --name f64-4ch --chains 4 --precision float64 --tune $TUNE --draws $DRAWS
+    step "reference pm.sample numpyro" 150 $PYTHON benchmarks/gpu_check.py reference \
+        --out "$OUT" --chains 4 --tune $TUNE --draws $DRAWS
+    step "mpi_pymc f32 $MANY chains" 80 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
+        --name "f32-${MANY}ch" --chains $MANY --precision float32 --tune $SMALL_TUNE \
+        --draws $SMALL_DRAWS
+    step "mpi_pymc f32 $MOST chains" 120 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
+        --name "f32-${MOST}ch" --chains $MOST --precision float32 --tune $SMALL_TUNE \
+        --draws $SMALL_DRAWS
+    echo
+    echo "== collect"
+    timeout 60 $PYTHON benchmarks/gpu_check.py collect --out "$OUT" $SMOKE_FLAG
+    local rc=$?
+    echo "gpu_check finished after ${SECONDS}s (exit $rc)"
+    return $rc
+}
+
+set -o pipefail
+main 2>&1 | tee "$OUT/gpu_check.log"
