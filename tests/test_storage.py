@@ -1,0 +1,141 @@
+"""Both writers (mpio, shards) on 1, 2 and 4 ranks: same draws, same layout, kill-safe, bounded.
+
+The mpio cases need an MPI-enabled h5py (``make parallel-hdf5``); they are skipped elsewhere.
+CI runs this file in both environments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import arviz as az
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+from helpers import EIGHT_SCHOOLS, env, mpirun_or_skip, run_ranks
+
+MPIO = bool(h5py.get_config().mpi)
+needs_mpio = pytest.mark.skipif(not MPIO, reason="h5py is not MPI-enabled (make parallel-hdf5)")
+WRITERS = [pytest.param("mpio", marks=[needs_mpio, pytest.mark.mpio]), "shards"]
+SETTINGS = ["--draws", "40", "--tune", "30", "--chains", "5", "--seed", "3", "--chunk-draws",
+            "16", "--chain-method", "sequential"]  # fmt: skip
+
+
+def _run(tmp: Path, io: str, ranks: int, *extra: str) -> Path:
+    out = tmp / f"{io}{ranks}.h5"
+    proc = run_ranks(
+        ranks, ["run", str(EIGHT_SCHOOLS), *SETTINGS, "--io", io, "--out", str(out), *extra],
+        cwd=tmp,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _all_values(path: Path) -> dict[str, np.ndarray]:
+    with h5py.File(path) as f:
+        return {
+            f"{g}/{name}": f[g][name][()]
+            for g in ("posterior", "sample_stats")
+            for name in f[g]
+            if not f[g][name].is_scale
+        }
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 4])
+@pytest.mark.parametrize("io", WRITERS)
+def test_writer_layout_and_identity_with_the_shards_writer(tmp_path, io, ranks):
+    out = _run(tmp_path, io, ranks)
+    idata = az.from_netcdf(out)
+    assert dict(idata.posterior.sizes) == {"chain": 5, "draw": 40, "school": 8}
+    assert idata.posterior.school.values[6] == "St. Paul's"
+    tree = xr.open_datatree(out, engine="h5netcdf")
+    assert tree["sample_stats"]["diverging"].dims == ("chain", "draw")
+    with h5py.File(out) as f:
+        assert f.attrs["io"] == io
+        np.testing.assert_array_equal(f.attrs["draws_completed"], [40] * 5)
+        assert len(json.loads(f.attrs["peak_rss_mb"])) == ranks
+        if io == "mpio":  # chunks one chain wide: no two ranks ever write the same chunk
+            assert f["posterior"]["theta"].chunks[0] == 1
+        else:
+            assert f["posterior"]["theta"].is_virtual
+    if io == "mpio" or ranks > 1:
+        baseline_dir = tmp_path / "baseline"
+        baseline_dir.mkdir()
+        reference = _all_values(_run(baseline_dir, "shards", 1))
+        for key, values in _all_values(out).items():
+            np.testing.assert_array_equal(values, reference[key], err_msg=key)
+
+
+@pytest.mark.parametrize("io", WRITERS)
+def test_sigkill_leaves_a_file_holding_exactly_the_claimed_draws(tmp_path, io):
+    out = tmp_path / "killed.h5"
+    settings = [a if a != "40" else "3000" for a in SETTINGS]
+    cmd = [mpirun_or_skip(), "-n", "2", sys.executable, "-m", "mpi_pymc", "run",
+           str(EIGHT_SCHOOLS), *settings, "--io", io, "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    ckpt = Path(str(out) + ".ckpt")
+    deadline = time.monotonic() + 180
+    while not ckpt.exists() or _ckpt_draws(ckpt) < 160:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no draws were flushed in time"
+        time.sleep(0.02)
+    victim = [p for p in _python_ranks(out)][-1]
+    os.kill(victim, signal.SIGKILL)
+    try:
+        proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("surviving ranks hung after one was killed")
+    assert proc.returncode != 0
+    idata = az.from_netcdf(out)
+    with h5py.File(out) as f:
+        claimed = f.attrs["draws_completed"][()]
+    assert claimed.min() >= 160
+    for chain, n in enumerate(claimed):
+        assert np.isfinite(idata.posterior.mu.values[chain, :n]).all()
+        assert np.isfinite(idata.sample_stats.lp.values[chain, :n]).all()
+
+
+def _ckpt_draws(path: Path) -> int:
+    try:
+        with np.load(path) as data:
+            return int(json.loads(str(data["meta"]))["draws_done"])
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def _python_ranks(out: Path) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if str(out).encode() in argv and Path(argv[0].decode()).name.startswith("python"):
+                found.append(int(entry))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("io", WRITERS)
+def test_peak_memory_does_not_grow_with_draws(tmp_path, io):
+    peaks = {}
+    for draws in (200, 2000):
+        out = tmp_path / f"rss{draws}.h5"
+        settings = [a if a != "40" else str(draws) for a in SETTINGS]
+        settings = [a if a != "16" else "50" for a in settings]
+        proc = run_ranks(
+            2, ["run", str(EIGHT_SCHOOLS), *settings, "--io", io, "--out", str(out)], cwd=tmp_path
+        )
+        assert proc.returncode == 0, proc.stderr
+        with h5py.File(out) as f:
+            peaks[draws] = max(json.loads(f.attrs["peak_rss_mb"]))
+    assert peaks[2000] <= 1.2 * peaks[200], peaks
