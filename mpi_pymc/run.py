@@ -453,48 +453,36 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     timings["sampling"] = time.perf_counter() - t0 - io_seconds
     timings["io"] = io_seconds
 
+    summary, lines = None, []
     if stopped:
         writer.set_attrs({"timings": timings, "stopped_by": "signal"})
-        writer.close()
-        comm.Barrier()
-        if rank == 0:
-            echo(
-                f"stopped by a signal after {draw} of {config.draws} draws (warmup "
-                f"{min(iteration, config.tune)}/{config.tune}); checkpoint written. Continue "
-                f"with the same command plus --resume (output {config.out})"
-            )
-        stop.restore()
-        return RunResult(
-            out=config.out,
-            root_seed=root_seed,
-            chains=config.chains,
-            draws_completed=draws_completed,
-            timings=timings,
-            stopped_by_signal=True,
+        lines.append(
+            f"stopped by a signal after {draw} of {config.draws} draws (warmup "
+            f"{min(iteration, config.tune)}/{config.tune}); checkpoint written. Continue "
+            f"with the same command plus --resume (output {config.out})"
         )
-
-    peak_rss = comm.allgather(_peak_rss_mb())
-    writer.set_attrs({"peak_rss_mb": peak_rss})
-    t0 = time.perf_counter()
-    summary = _diagnose(writer, compiled, chain_group, comm, config)
-    timings["diagnostics"] = time.perf_counter() - t0
-    timings["total"] = time.perf_counter() - t_start
-    writer.set_attrs({"timings": timings, "divergences": divergences_total})
-    if summary is not None:
-        writer.set_attrs({"diagnostics": summary["json"]})
-    writer.close()
-    comm.Barrier()
-    saver.remove()
-    if rank == 0:
-        if summary is not None:
-            echo(summary["table"])
-            for line in summary["warnings"]:
-                echo(f"warning: {line}")
-        echo(
+    else:
+        writer.set_attrs({"peak_rss_mb": comm.allgather(_peak_rss_mb())})
+        t0 = time.perf_counter()
+        summary = _diagnose(writer, compiled, chain_group, comm, config)
+        timings["diagnostics"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - t_start
+        writer.set_attrs(
+            {"timings": timings, "divergences": divergences_total, "diagnostics": summary["json"]}
+        )
+        lines += [summary["table"], *(f"warning: {line}" for line in summary["warnings"])]
+        lines.append(
             f"{divergences_total} divergences. Wrote {config.chains} chains x {config.draws} "
             f"draws to {config.out} ({io}); open with arviz.from_netcdf('{config.out}'). "
             f"Wall time {timings['total']:.1f}s"
         )
+    writer.close()
+    comm.Barrier()
+    if not stopped:
+        saver.remove()
+    if rank == 0:
+        for line in lines:
+            echo(line)
     stop.restore()
     return RunResult(
         out=config.out,
@@ -503,6 +491,7 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         draws_completed=draws_completed,
         timings=timings,
         summary=summary,
+        stopped_by_signal=stopped,
     )
 
 
@@ -585,7 +574,7 @@ class _CheckpointSaver:
         agree(self.comm, error, "writing the checkpoint")
 
 
-def _diagnose(writer, compiled, chain_group, comm, config) -> dict | None:
+def _diagnose(writer, compiled, chain_group, comm, config) -> dict:
     """R-hat/ESS over all chains by collectives; each rank reads back only its own chains."""
     from mpi_pymc import diagnostics
     from mpi_pymc.diagnostics_mpi import distributed_diagnostics

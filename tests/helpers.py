@@ -56,3 +56,31 @@ def run_ranks(
 def error_lines(stderr: str) -> list[str]:
     """Lines mpi_pymc itself printed (launcher and library noise removed)."""
     return [line for line in stderr.splitlines() if line.startswith("mpi_pymc: error:")]
+
+
+def rank_pids(out) -> list[int]:
+    """PIDs of the Python ranks (not the launcher) whose command line names ``out``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(out).encode() in argv and Path(argv[0].decode()).name.startswith("python"):
+            found.append(int(entry))
+    return sorted(found)
+
+
+def checkpoint_draws(out) -> int:
+    """``draws_done`` of ``OUT.ckpt`` (-1 while there is none); safe while a run writes it."""
+    import json
+
+    import numpy as np
+
+    try:
+        with np.load(str(out) + ".ckpt") as data:
+            return int(json.loads(str(data["meta"]))["draws_done"])
+    except (OSError, ValueError, KeyError):
+        return -1

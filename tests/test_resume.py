@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,35 +12,20 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import EIGHT_SCHOOLS, env, error_lines, mpirun_or_skip, run_ranks
+from helpers import (
+    EIGHT_SCHOOLS,
+    checkpoint_draws,
+    env,
+    error_lines,
+    mpirun_or_skip,
+    rank_pids,
+    run_ranks,
+)
 
 from mpi_pymc.checkpoint import checkpoint_path
 
 SETTINGS = ["--draws", "1000", "--tune", "100", "--chains", "4", "--seed", "5",
             "--chunk-draws", "25", "--chain-method", "sequential"]  # fmt: skip
-
-
-def _rank_pids(out: Path) -> list[int]:
-    """PIDs of the Python ranks (not the launcher) whose command line names ``out``."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if str(out).encode() in argv and Path(argv[0].decode()).name.startswith("python"):
-            pids.append(int(entry))
-    return sorted(pids)
-
-
-def _draws_done(out: Path) -> int:
-    try:
-        with np.load(checkpoint_path(out)) as data:
-            return int(json.loads(str(data["meta"]))["draws_done"])
-    except (OSError, ValueError, KeyError):
-        return -1
 
 
 def _interrupt(tmp: Path, out: Path, ranks: int, sig: int, after_draws: int = 100):
@@ -51,12 +35,12 @@ def _interrupt(tmp: Path, out: Path, ranks: int, sig: int, after_draws: int = 10
     proc = subprocess.Popen(cmd, cwd=tmp, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
     deadline = time.monotonic() + 180
-    while _draws_done(out) < after_draws:
+    while checkpoint_draws(out) < after_draws:
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"run ended or stalled before {after_draws} draws: {proc.communicate()}")
         time.sleep(0.02)
-    pids = _rank_pids(out)
+    pids = rank_pids(out)
     assert len(pids) == ranks, pids
     os.kill(pids[-1], sig)
     try:

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
-from helpers import EIGHT_SCHOOLS, env, mpirun_or_skip, run_ranks
+from helpers import EIGHT_SCHOOLS, checkpoint_draws, env, mpirun_or_skip, rank_pids, run_ranks
 
 MPIO = bool(h5py.get_config().mpi)
 needs_mpio = pytest.mark.skipif(not MPIO, reason="h5py is not MPI-enabled (make parallel-hdf5)")
@@ -81,13 +81,12 @@ def test_sigkill_leaves_a_file_holding_exactly_the_claimed_draws(tmp_path, io):
            str(EIGHT_SCHOOLS), *settings, "--io", io, "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
-    ckpt = Path(str(out) + ".ckpt")
     deadline = time.monotonic() + 180
-    while not ckpt.exists() or _ckpt_draws(ckpt) < 160:
+    while checkpoint_draws(out) < 160:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no draws were flushed in time"
         time.sleep(0.02)
-    victim = [p for p in _python_ranks(out)][-1]
+    victim = rank_pids(out)[-1]
     os.kill(victim, signal.SIGKILL)
     try:
         proc.communicate(timeout=60)
@@ -102,27 +101,6 @@ def test_sigkill_leaves_a_file_holding_exactly_the_claimed_draws(tmp_path, io):
     for chain, n in enumerate(claimed):
         assert np.isfinite(idata.posterior.mu.values[chain, :n]).all()
         assert np.isfinite(idata.sample_stats.lp.values[chain, :n]).all()
-
-
-def _ckpt_draws(path: Path) -> int:
-    try:
-        with np.load(path) as data:
-            return int(json.loads(str(data["meta"]))["draws_done"])
-    except (OSError, ValueError, KeyError):
-        return -1
-
-
-def _python_ranks(out: Path) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if str(out).encode() in argv and Path(argv[0].decode()).name.startswith("python"):
-                found.append(int(entry))
-    return sorted(found)
 
 
 @pytest.mark.parametrize("io", WRITERS)
