@@ -84,3 +84,26 @@ def checkpoint_draws(out) -> int:
             return int(json.loads(str(data["meta"]))["draws_done"])
     except (OSError, ValueError, KeyError):
         return -1
+
+
+def wait_ranks_gone(out, timeout: float = 30) -> None:
+    """The launcher may return before the last rank has exited; fail if one lingers.
+
+    A killed rank can hold its HDF5 file lock for a moment while the kernel tears it down
+    (a defunct process with an empty command line), so also wait until ``out`` can be opened.
+    """
+    import time
+
+    import h5py
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if not rank_pids(out):
+            try:
+                h5py.File(out, "r").close()
+                return
+            except BlockingIOError:
+                pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"a rank writing {out} outlived its job by {timeout}s")
+        time.sleep(0.1)

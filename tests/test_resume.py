@@ -20,6 +20,7 @@ from helpers import (
     mpirun_or_skip,
     rank_pids,
     run_ranks,
+    wait_ranks_gone,
 )
 
 from mpi_pymc.checkpoint import checkpoint_path
@@ -48,6 +49,7 @@ def _interrupt(tmp: Path, out: Path, ranks: int, sig: int, after_draws: int = 10
     except subprocess.TimeoutExpired:
         proc.kill()
         pytest.fail("ranks hung after the signal")
+    wait_ranks_gone(out)
     return proc.returncode, stdout, stderr
 
 

@@ -19,7 +19,15 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
-from helpers import EIGHT_SCHOOLS, checkpoint_draws, env, mpirun_or_skip, rank_pids, run_ranks
+from helpers import (
+    EIGHT_SCHOOLS,
+    checkpoint_draws,
+    env,
+    mpirun_or_skip,
+    rank_pids,
+    run_ranks,
+    wait_ranks_gone,
+)
 
 MPIO = bool(h5py.get_config().mpi)
 needs_mpio = pytest.mark.skipif(not MPIO, reason="h5py is not MPI-enabled (make parallel-hdf5)")
@@ -94,6 +102,7 @@ def test_sigkill_leaves_a_file_holding_exactly_the_claimed_draws(tmp_path, io):
         proc.kill()
         pytest.fail("surviving ranks hung after one was killed")
     assert proc.returncode != 0
+    wait_ranks_gone(out)
     idata = az.from_netcdf(out)
     with h5py.File(out) as f:
         claimed = f.attrs["draws_completed"][()]
