@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mpi_pymc import __version__
+from mpi_pymc import __version__, jobscript
 from mpi_pymc.config import RunConfig, UserError, parse_model_spec
 from mpi_pymc.errors import EXIT_CHECKPOINTED, EXIT_FAILURE, EXIT_OK, EXIT_USER, AgreedError
 
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mpi_pymc import bench
 
     bench.add_parser(commands)
+    jobscript.add_parser(commands)
     return parser
 
 
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USER
+    if args.command == "jobscript":  # renders a file on a login node: no MPI needed
+        return jobscript.main(args)
     if args.command == "bench":
         # The benchmark driver launches mpirun/srun jobs; it must not start MPI itself.
         from mpi_pymc import bench

@@ -155,7 +155,6 @@ class _StopRequest:
 
     def __init__(self):
         self.received: str | None = None
-        self._previous = {}
 
     def install(self) -> None:
         import signal
@@ -163,18 +162,12 @@ class _StopRequest:
         for name in self.SIGNALS:
             number = getattr(signal, name, None)
             if number is not None:
-                self._previous[number] = signal.signal(number, self._handle)
+                signal.signal(number, self._handle)
 
     def _handle(self, number, frame) -> None:
         import signal
 
         self.received = signal.Signals(number).name
-
-    def restore(self) -> None:
-        import signal
-
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
 
     def anyone(self, comm) -> bool:
         """Collective: did any rank receive a stop signal?"""
@@ -222,6 +215,15 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     timings: dict[str, float] = {}
     stop = _StopRequest()
     stop.install()
+
+    launched = os.environ.get("SLURM_STEP_NUM_TASKS")
+    if size == 1 and launched and launched.isdigit() and int(launched) > 1:
+        # srun --mpi=none/pmi2 with an MPI that wants PMIx: N independent one-rank "jobs" that
+        # would all write the same file.
+        raise AgreedError(
+            f"srun started {launched} tasks but MPI sees a world of 1: the MPI library was not "
+            "wired to srun — use `srun --mpi=pmix` (see `srun --mpi=list`) or mpirun"
+        )
 
     # Settings: pure, identical on every rank, so no communication is needed to agree.
     original = config
@@ -444,7 +446,8 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         gathered = comm.allgather((local, local_divergences, stop_here))
         draws_completed = np.concatenate([g[0] for g in gathered])
         divergences_total += sum(g[1] for g in gathered)
-        stopped = any(g[2] for g in gathered)
+        # A signal after the last chunk changes nothing: the run is complete.
+        stopped = any(g[2] for g in gathered) and draw < config.draws
         t_io = time.perf_counter()
         writer.mark_completed(draws_completed)
         io_seconds += time.perf_counter() - t_io
@@ -483,7 +486,8 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     if rank == 0:
         for line in lines:
             echo(line)
-    stop.restore()
+    # The handlers stay installed: a walltime signal arriving during teardown must not kill a
+    # finished rank (exit 138 would mark a complete job FAILED).
     return RunResult(
         out=config.out,
         root_seed=root_seed,
@@ -593,12 +597,9 @@ def _diagnose(writer, compiled, chain_group, comm, config) -> dict:
 
 
 def local_draws_matrix(writer, compiled, chain_group: range) -> np.ndarray:
-    """This rank's chains as (chains, draws, parameters), read back from its own file view."""
+    """This rank's chains as (chains, draws, parameters), read back through its writer."""
     pieces = []
-    lo, hi = chain_group.start, chain_group.stop
-    source = writer.file if hasattr(writer, "file") else writer.shard
-    offset = 0 if hasattr(writer, "file") else lo
     for var in compiled.posterior_vars:
-        data = source["posterior"][var.name][lo - offset : hi - offset]
+        data = writer.read_local("posterior", var.name)
         pieces.append(np.asarray(data, dtype=np.float64).reshape(data.shape[0], data.shape[1], -1))
     return np.concatenate(pieces, axis=2)

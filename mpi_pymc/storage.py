@@ -253,6 +253,10 @@ class MpioWriter(_Writer):
         self.file = h5py.File(path, "r+", driver="mpio", comm=comm)
         self._dsets = self._datasets(self.file)
 
+    def read_local(self, group: str, name: str) -> np.ndarray:
+        """This rank's chains of one variable, all draws."""
+        return self.file[group][name][self.chain_group.start : self.chain_group.stop]
+
     def write_chunk(self, draw_start: int, values: dict[tuple[str, str], np.ndarray]) -> None:
         lo, hi = self.chain_group.start, self.chain_group.stop
         for key, dset in self._dsets.items():
@@ -361,6 +365,28 @@ class ShardWriter(_Writer):
             main.attrs["io"] = self.kind
             main.attrs["shard_segments"] = json.dumps(self.segments)
         os.replace(tmp, self.path)
+
+    def read_local(self, group: str, name: str) -> np.ndarray:
+        """This rank's chains of one variable, all draws, assembled from every segment.
+
+        Earlier segments (before a resume) may have split the chains differently; their shards
+        are closed by now and are read directly, never through the main file rank 0 holds.
+        """
+        lo, hi = self.chain_group.start, self.chain_group.stop
+        out = np.array(self.shard[group][name][()])
+        stops = [s["draw_start"] for s in self.segments[1:]] + [self.layout.draws]
+        for segment, stop in zip(self.segments[:-1], stops[:-1], strict=True):
+            start = segment["draw_start"]
+            for rank, (g_lo, g_hi) in enumerate(segment["groups"]):
+                a, b = max(lo, g_lo), min(hi, g_hi)
+                if a >= b:
+                    continue
+                path = shard_dir(self.path) / segment["dir"] / f"rank{rank:05d}.h5"
+                with h5py.File(path, "r") as old:
+                    out[a - lo : b - lo, start:stop] = old[group][name][
+                        a - g_lo : b - g_lo, start:stop
+                    ]
+        return out
 
     def write_chunk(self, draw_start: int, values: dict[tuple[str, str], np.ndarray]) -> None:
         for key, dset in self._dsets.items():
