@@ -27,6 +27,7 @@ run: setup
 lint: setup
 	$(PY) -m ruff check mpi_pymc tests benchmarks examples
 	$(PY) -m ruff format --check mpi_pymc tests benchmarks examples
+	$(PY) -m mypy
 
 format: setup
 	$(PY) -m ruff format mpi_pymc tests benchmarks examples

@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 MODES = ("weak", "strong", "chains", "baseline")
 LAUNCHERS = ("auto", "mpirun", "srun", "none")
@@ -848,7 +849,7 @@ def write_plots(results: dict, outdir: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     mode = results["mode"]
-    written = []
+    written: list[str] = []
     if mode == "baseline":
         rows = [b for b in results.get("baselines", []) if b.get("ok")]
         rows += [p for p in results.get("points", []) if p.get("ok")]
@@ -1236,7 +1237,10 @@ def main(args: argparse.Namespace) -> int:
         for k, v in (b.get("versions") or {}).items():
             results.setdefault("versions", {}).setdefault(k, v)
 
-    files = {"json": str(outdir / "results.json"), "markdown": str(outdir / "results.md")}
+    files: dict[str, Any] = {
+        "json": str(outdir / "results.json"),
+        "markdown": str(outdir / "results.md"),
+    }
     if not args.no_plots:
         try:
             files["plots"] = write_plots(results, outdir)

@@ -44,7 +44,8 @@ def write_checkpoint(path: str, leaves: list[np.ndarray], meta: dict) -> None:
     arrays = {f"leaf_{i:03d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     meta = {**meta, "format_version": FORMAT_VERSION, "leaves": len(leaves)}
     with open(tmp, "wb") as handle:
-        np.savez(handle, meta=np.array(json.dumps(meta, default=str)), **arrays)
+        arrays["meta"] = np.array(json.dumps(meta, default=str))
+        np.savez(handle, **arrays)  # type: ignore[arg-type]
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)

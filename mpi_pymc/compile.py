@@ -32,7 +32,7 @@ class VariableInfo:
 class CompiledModel:
     """Everything a sampler and a writer need, built identically on every rank."""
 
-    logdensity: Callable  # (flat_position, data) -> scalar log density (with Jacobian)
+    logdensity: Callable  # (flat_position, data) -> log density (with Jacobian)
     constrain: Callable  # (flat_position, data) -> list of constrained arrays
     data: tuple  # JAX arrays passed as the `data` argument
     value_names: list[str]
@@ -48,12 +48,17 @@ class CompiledModel:
     fingerprint_parts: dict = field(default_factory=dict)
 
     def unravel(self, flat):
-        out, start = [], 0
-        for shape in self.value_shapes:
-            size = int(np.prod(shape, dtype=int))
-            out.append(flat[start : start + size].reshape(shape))
-            start += size
-        return out
+        return _unravel(flat, self.value_shapes)
+
+
+def _unravel(flat, shapes: list[tuple[int, ...]]) -> list:
+    """Split a flat position vector into the model's value variables."""
+    out, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape, dtype=int))
+        out.append(flat[start : start + size].reshape(shape))
+        start += size
+    return out
 
 
 def _data_inputs(outputs) -> list:
@@ -63,7 +68,7 @@ def _data_inputs(outputs) -> list:
     from pytensor.tensor.random.type import RandomType
     from pytensor.tensor.variable import TensorConstant
 
-    found = []
+    found: list = []
     for var in graph_inputs(outputs):
         if isinstance(var, SharedVariable):
             if isinstance(var.type, RandomType):
@@ -142,9 +147,16 @@ def compile_model(model, precision: str = "float64") -> CompiledModel:
     initial_flat = np.concatenate(
         [np.ravel(np.asarray(initial_point[n], dtype=float_dtype)) for n in value_names]
     )
+
+    def logdensity(flat, data):
+        return logp_fn(*_unravel(flat, value_shapes), *data)[0]
+
+    def constrain(flat, data):
+        return constrain_fn(*_unravel(flat, value_shapes), *data)
+
     compiled = CompiledModel(
-        logdensity=None,  # set below: needs unravel
-        constrain=None,
+        logdensity=logdensity,
+        constrain=constrain,
         data=tuple(jnp.asarray(v) for v in data_values),
         value_names=value_names,
         value_shapes=value_shapes,
@@ -156,15 +168,6 @@ def compile_model(model, precision: str = "float64") -> CompiledModel:
         constant_data={},
         float_dtype=np.dtype(float_dtype).name,
     )
-
-    def logdensity(flat, data):
-        return logp_fn(*compiled.unravel(flat), *data)[0]
-
-    def constrain(flat, data):
-        return constrain_fn(*compiled.unravel(flat), *data)
-
-    compiled.logdensity = logdensity
-    compiled.constrain = constrain
 
     example = jax.jit(constrain)(jnp.asarray(initial_flat), compiled.data)
     compiled.posterior_vars = [

@@ -49,7 +49,8 @@ def read_posterior_matrix(path: str) -> tuple[np.ndarray, list[str], np.ndarray]
                 continue
             for index in np.ndindex(*extra):
                 parts = [
-                    coords[k][i] if coords[k] is not None else str(i) for k, i in enumerate(index)
+                    labels_k[i] if labels_k is not None else str(i)
+                    for labels_k, i in zip(coords, index, strict=True)
                 ]
                 labels.append(f"{name}[{', '.join(parts)}]")
     return np.concatenate(columns, axis=2), labels, completed

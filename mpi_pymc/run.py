@@ -11,11 +11,14 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 import numpy as np
 
 from mpi_pymc import __version__
+from mpi_pymc.checkpoint import Checkpoint
 from mpi_pymc.config import RunConfig, UserError, validate
 from mpi_pymc.errors import AgreedError, agree
 
@@ -79,9 +82,19 @@ def _configure_jax(precision: str) -> None:
             pass  # an unwritable cache only costs compile time
 
 
+def _remove_previous(out: str) -> None:
+    """``--overwrite``: the old output, its shards and its checkpoint go."""
+    from mpi_pymc import storage
+    from mpi_pymc.checkpoint import checkpoint_path
+
+    storage.remove_output(out)
+    if os.path.exists(checkpoint_path(out)):
+        os.remove(checkpoint_path(out))
+
+
 def _check_output(config: RunConfig) -> None:
     """Refuse to damage existing files; done by rank 0 before anything is written."""
-    out = config.out
+    out = str(config.out)
     exists = os.path.lexists(out)
     if exists and not (config.overwrite or config.resume):
         raise UserError(
@@ -174,14 +187,32 @@ class _StopRequest:
         return bool(comm.allreduce(1 if self.received else 0))
 
 
-def _resolve_resume(config: RunConfig, original: RunConfig, comm) -> tuple[RunConfig, object]:
+T = TypeVar("T")
+
+
+def _on_every_rank(comm, phase: str, work: Callable[[], T], catch=(UserError,), reword=None) -> T:
+    """Run ``work`` on this rank, then agree: if it failed anywhere, every rank raises.
+
+    ``catch`` lists the exceptions that count as this phase's failures (anything else is a bug
+    and aborts the job); ``reword`` turns one into the user's message.
+    """
+    result, error = None, None
+    try:
+        result = work()
+    except catch as exc:
+        error = UserError(reword(exc)) if reword else exc
+    agree(comm, error, phase)
+    return cast(T, result)
+
+
+def _resolve_resume(config: RunConfig, original: RunConfig, comm) -> tuple[RunConfig, Checkpoint]:
     """Read the checkpoint (rank 0), take seed and chains from it, and share it."""
     from mpi_pymc.checkpoint import checkpoint_path, read_checkpoint
 
     ckpt, error = None, None
     if comm.Get_rank() == 0:
         try:
-            ckpt = read_checkpoint(checkpoint_path(config.out))
+            ckpt = read_checkpoint(checkpoint_path(str(config.out)))
         except UserError as exc:
             error = exc
     agree(comm, error, "reading the checkpoint")
@@ -227,30 +258,17 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
 
     # Settings: pure, identical on every rank, so no communication is needed to agree.
     original = config
-    try:
-        config = validate(config, size)
-        error = None
-    except UserError as exc:
-        error = exc
-    agree(comm, error, "validating the settings")
+    config = _on_every_rank(comm, "validating the settings", lambda: validate(original, size))
 
     from mpi_pymc import seeding, topology
 
-    error, binding = None, None
-    try:
-        binding = topology.bind(comm, config.gpus_per_rank)
-    except UserError as exc:
-        error = exc
-    agree(comm, error, "binding devices")
-
+    binding = _on_every_rank(
+        comm, "binding devices", lambda: topology.bind(comm, config.gpus_per_rank)
+    )
     # Output checks on rank 0 only (one view of the file system), verdict shared.
-    error = None
-    if rank == 0:
-        try:
-            _check_output(config)
-        except UserError as exc:
-            error = exc
-    agree(comm, error, "checking the output path")
+    _on_every_rank(
+        comm, "checking the output path", lambda: _check_output(config) if rank == 0 else None
+    )
 
     ckpt = None
     if config.resume:
@@ -261,7 +279,9 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         if rank == 0:
             echo(f"root seed {root_seed} (pass --seed {root_seed} to repeat this run)")
     config = config.replace(seed=root_seed)
-    chain_group = seeding.chain_group(config.chains, size, rank)
+    # Resolved by validate() and the checkpoint: plain values from here on.
+    chains, out = int(config.chains or 0), str(config.out)
+    chain_group = seeding.chain_group(chains, size, rank)
     timings["startup"] = time.perf_counter() - t_start
 
     t0 = time.perf_counter()
@@ -269,23 +289,25 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
     from mpi_pymc.model_loading import load_model
 
-    error, model = None, None
-    try:
-        model = load_model(config.model_path, config.model_name)
-    except Exception as exc:  # any failure to load is agreed on, never left to hang others
-        error = exc
-    agree(comm, error, "loading the model")
+    # Any failure to load (user code runs here) is agreed on, never left to hang the others.
+    model = _on_every_rank(
+        comm,
+        "loading the model",
+        lambda: load_model(config.model_path, config.model_name),
+        catch=(Exception,),
+    )
     timings["load_model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     from mpi_pymc.compile import compile_model
 
-    error, compiled = None, None
-    try:
-        compiled = compile_model(model, config.precision)
-    except Exception as exc:
-        error = UserError(f"could not translate the model to JAX: {type(exc).__name__}: {exc}")
-    agree(comm, error, "compiling the model")
+    compiled = _on_every_rank(
+        comm,
+        "compiling the model",
+        lambda: compile_model(model, config.precision),
+        catch=(Exception,),
+        reword=lambda exc: f"could not translate the model to JAX: {type(exc).__name__}: {exc}",
+    )
     fingerprints = comm.allgather(compiled.fingerprint)
     if len(set(fingerprints)) > 1:
         groups: dict[str, list[int]] = {}
@@ -319,19 +341,20 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         what = "resuming" if ckpt is not None else "sampling"
         echo(
             f"mpi_pymc {__version__}: {what} {config.model_path} on {size} rank(s), "
-            f"{config.chains} chains ({config.chain_method}, {config.sampler}, "
+            f"{chains} chains ({config.chain_method}, {config.sampler}, "
             f"{config.precision}), seed {root_seed}, {config.tune} tune + {config.draws} draws"
         )
 
     t0 = time.perf_counter()
     from mpi_pymc.sampling import ChainGroupSampler, initial_positions
 
-    error, positions = None, None
-    try:
-        positions = initial_positions(compiled, model, root_seed, chain_group)
-    except ValueError as exc:
-        error = UserError(str(exc))
-    agree(comm, error, "initialising the chains")
+    positions = _on_every_rank(
+        comm,
+        "initialising the chains",
+        lambda: initial_positions(compiled, model, root_seed, chain_group),
+        catch=(ValueError,),
+        reword=str,
+    )
     sampler = ChainGroupSampler(compiled, config)
     state = sampler.init(seeding.sampler_keys(root_seed, chain_group), positions)
     if ckpt is not None:
@@ -353,7 +376,7 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
             "--io mpio needs an MPI-enabled h5py (h5py.get_config().mpi is False): "
             "run `make parallel-hdf5` or use --io shards"
         )
-    layout = storage.layout_for(compiled, config.chains, config.draws, config.chunk_draws)
+    layout = storage.layout_for(compiled, chains, config.draws, config.chunk_draws)
     bindings = comm.allgather(binding.as_dict())
     root_attrs = {
         "inference_library": "mpi_pymc",
@@ -361,10 +384,10 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "root_seed": str(root_seed),
         "ranks": size,
-        "chains": config.chains,
+        "chains": chains,
         "draws": config.draws,
         "tune": config.tune,
-        "chain_groups": [[g.start, g.stop] for g in seeding.chain_groups(config.chains, size)],
+        "chain_groups": [[g.start, g.stop] for g in seeding.chain_groups(chains, size)],
         "settings": settings,
         "binding": bindings,
         "versions": _versions(),
@@ -373,23 +396,20 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         "model_fingerprint": compiled.fingerprint,
         "model_fingerprint_parts": compiled.fingerprint_parts,
     }
-    error = None
-    if rank == 0 and config.overwrite:
-        try:
-            storage.remove_output(config.out)
-            from mpi_pymc.checkpoint import checkpoint_path
-
-            if os.path.exists(checkpoint_path(config.out)):
-                os.remove(checkpoint_path(config.out))
-        except OSError as exc:
-            error = UserError(f"cannot remove existing '{config.out}': {exc}")
-    agree(comm, error, "preparing the output")
+    if config.overwrite:
+        _on_every_rank(
+            comm,
+            "preparing the output",
+            lambda: _remove_previous(out) if rank == 0 else None,
+            catch=(OSError,),
+            reword=lambda exc: f"cannot remove existing '{out}': {exc}",
+        )
     draws_done = ckpt.draws_done if ckpt is not None else 0
     writer = storage.open_writer(
-        io, config.out, comm, layout, chain_group, root_attrs,
+        io, out, comm, layout, chain_group, root_attrs,
         resume=ckpt is not None, draw_start=draws_done,
     )  # fmt: skip
-    draws_completed = np.full(config.chains, draws_done, dtype=np.int64)
+    draws_completed = np.full(chains, draws_done, dtype=np.int64)
     if ckpt is not None:
         writer.mark_completed(draws_completed)
     saver = _CheckpointSaver(config, compiled, root_seed, comm, chain_group)
@@ -462,7 +482,7 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         lines.append(
             f"stopped by a signal after {draw} of {config.draws} draws (warmup "
             f"{min(iteration, config.tune)}/{config.tune}); checkpoint written. Continue "
-            f"with the same command plus --resume (output {config.out})"
+            f"with the same command plus --resume (output {out})"
         )
     else:
         writer.set_attrs({"peak_rss_mb": comm.allgather(_peak_rss_mb())})
@@ -475,8 +495,8 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         )
         lines += [summary["table"], *(f"warning: {line}" for line in summary["warnings"])]
         lines.append(
-            f"{divergences_total} divergences. Wrote {config.chains} chains x {config.draws} "
-            f"draws to {config.out} ({io}); open with arviz.from_netcdf('{config.out}'). "
+            f"{divergences_total} divergences. Wrote {chains} chains x {config.draws} "
+            f"draws to {out} ({io}); open with arviz.from_netcdf('{out}'). "
             f"Wall time {timings['total']:.1f}s"
         )
     writer.close()
@@ -489,9 +509,9 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     # The handlers stay installed: a walltime signal arriving during teardown must not kill a
     # finished rank (exit 138 would mark a complete job FAILED).
     return RunResult(
-        out=config.out,
+        out=out,
         root_seed=root_seed,
-        chains=config.chains,
+        chains=chains,
         draws_completed=draws_completed,
         timings=timings,
         summary=summary,
@@ -544,7 +564,7 @@ class _CheckpointSaver:
     def __init__(self, config: RunConfig, compiled, root_seed: int, comm, chain_group: range):
         from mpi_pymc.checkpoint import checkpoint_path
 
-        self.path = checkpoint_path(config.out)
+        self.path = checkpoint_path(str(config.out))
         self.comm = comm
         self.meta = {
             "settings": config.settings_for_fingerprint(),

@@ -206,8 +206,11 @@ class ChainGroupSampler:
     """Runs the NUTS chains of one rank; states are batched over the rank's chains."""
 
     def __init__(self, compiled: CompiledModel, config: RunConfig):
-        backends = {"numpyro": _NumpyroBackend, "blackjax": _BlackjaxBackend}
-        self.backend = backends[config.sampler](compiled, config)
+        self.backend: _NumpyroBackend | _BlackjaxBackend
+        if config.sampler == "blackjax":
+            self.backend = _BlackjaxBackend(compiled, config)
+        else:
+            self.backend = _NumpyroBackend(compiled, config)
         self.compiled = compiled
         self.vectorized = config.chain_method == "vectorized"
         self.tune = config.tune

@@ -174,7 +174,7 @@ def create_draw_group(
 def create_static_groups(f: h5py.File, layout: Layout) -> None:
     for group_name, variables in layout.static_groups.items():
         group = f.create_group(group_name)
-        dims = {}
+        dims: dict[str, np.ndarray] = {}
         for value, var_dims in variables.values():
             for dim in var_dims:
                 dims.setdefault(dim, layout.coords.get(dim, np.arange(value.shape[len(dims)])))

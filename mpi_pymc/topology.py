@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from mpi_pymc.config import UserError
@@ -30,10 +31,9 @@ class Binding:
         return asdict(self)
 
 
-def visible_gpus(env: dict[str, str] | None = None) -> list[str]:
+def visible_gpus(env: Mapping[str, str] | None = None) -> list[str]:
     """GPU ids this process may use, without starting CUDA or JAX."""
-    env = os.environ if env is None else env
-    listed = env.get("CUDA_VISIBLE_DEVICES")
+    listed = (os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         return [g for g in listed.split(",") if g.strip() and g.strip() != "-1"]
     if shutil.which("nvidia-smi") is None:
