@@ -167,8 +167,9 @@ def test_walltime_resume_spans_allocations(slurm, tmp_path):
     """Signal before the time limit -> checkpoint, exit 3 -> requeue -> --resume -> complete.
 
     SLURM checks time limits every 30 s, so with --time 2 min and the signal @60 s the warning
-    comes 30-60 s into each allocation. The run needs about 90 s of sampling here, so the first
-    allocation always stops early, and the job finishes in the second or a later one.
+    comes 30-60 s into each allocation. The run needs about 90 s of sampling on a quiet 2-core
+    machine (12,000 draws of 4 chains), so the first allocation always stops early, and the job
+    finishes in the second or a later one.
     """
     run_help = subprocess.run(
         [sys.executable, "-m", "mpi_pymc", "run", "--help"],
@@ -176,7 +177,7 @@ def test_walltime_resume_spans_allocations(slurm, tmp_path):
     ).stdout  # fmt: skip
     if "--resume" not in run_help:
         pytest.skip("`run --resume` has not landed yet")
-    draws = 4000
+    draws = 12000
     script = render(
         tmp_path,
         [str(EXAMPLES / "logistic_regression.py"), "--template", "walltime_resume", "--cpu",
