@@ -860,11 +860,7 @@ def write_plots(results: dict, outdir: Path) -> list[str]:
         ax.barh(labels, [r["min_ess_bulk_per_second"] or 0 for r in rows], color="tab:blue")
         ax.set_xlabel("min bulk ESS per wall second (higher is better)")
         ax.set_title(f"{Path(results['model']).name}: samplers on one machine")
-        fig.tight_layout()
-        path = outdir / "baseline.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return [str(path)]
+        return [_save_figure(plt, fig, outdir / "baseline.png")]
 
     points = [p for p in results.get("points", []) if p.get("ok")]
     if not points:
@@ -887,11 +883,7 @@ def write_plots(results: dict, outdir: Path) -> list[str]:
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = outdir / "speedup.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(str(path))
+    written.append(_save_figure(plt, fig, outdir / "speedup.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.axhline(1.0, color="k", linestyle="--", label="ideal")
@@ -905,12 +897,16 @@ def write_plots(results: dict, outdir: Path) -> list[str]:
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()
+    written.append(_save_figure(plt, fig, outdir / "efficiency.png"))
+    return written
+
+
+def _save_figure(plt, fig, path: Path) -> str:
+    """Lay out, write at 120 dpi, and release one figure; returns its path."""
     fig.tight_layout()
-    path = outdir / "efficiency.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    written.append(str(path))
-    return written
+    return str(path)
 
 
 def _integer_log_axes(ax, xs: list[int], log_y: bool) -> None:
