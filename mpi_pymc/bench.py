@@ -349,11 +349,11 @@ def _baseline_rows(results: dict) -> tuple[list[str], list[list[str]]]:
             rows.append([f"mpi_pymc ({p['label']})", str(p["ranks"]), str(p["chains"]), "", "",
                          "", "", "", "", f"failed: {p.get('error', '?')[:60]}"])  # fmt: skip
             continue
+        launched = "srun" if p.get("launcher") == "srun" else "mpirun"
+        sampler = (p.get("settings") or {}).get("sampler", "")
         rows.append(
             [
-                f"mpi_pymc (mpirun -n {p['ranks']})"
-                if p.get("launcher") != "srun"
-                else f"mpi_pymc (srun -n {p['ranks']})",
+                f"mpi_pymc ({launched} -n {p['ranks']}" + (f", {sampler})" if sampler else ")"),
                 str(p["ranks"]),
                 str(p["chains"]),
                 f"{p['tune']}+{p['draws']}",
@@ -385,7 +385,8 @@ def render_markdown(results: dict) -> str:
         ),  # fmt: skip
         f"- Settings: {settings.get('tune')} tune + {settings.get('draws')} draws per chain, "
         f"{settings.get('precision')}, sampler {settings.get('sampler')}, "
-        f"{settings.get('chain_method')} chains, seed {settings.get('seed')}",
+        f"{settings.get('chain_method')} chains, seed {settings.get('seed')}"
+        + (f", JAX compilation cache {settings['jax_cache']}" if settings.get("jax_cache") else ""),
         f"- Machine: {machine.get('cpu_model', '?')}, {machine.get('cores', '?')} cores"
         + (f", GPU: {', '.join(g.get('name', '?') for g in gpus)}" if gpus else ", no GPU")
         + f"; MPI: {machine.get('mpi_library') or '?'}; launcher: {results.get('launcher')}",
@@ -654,8 +655,13 @@ def run_point(
     ranks_per_node: int | None,
     keep_output: bool,
     python: str = sys.executable,
+    cold_cache: bool = True,
 ) -> dict:
-    """Launch one ``mpi_pymc run`` and turn its output file into one benchmark record."""
+    """Launch one ``mpi_pymc run`` and turn its output file into one benchmark record.
+
+    ``cold_cache``: the run gets an empty JAX compilation cache of its own, so its wall time
+    includes compiling as a first run does (PyMC's samplers keep no cache between runs either).
+    """
     (workdir / "runs").mkdir(parents=True, exist_ok=True)
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     out = workdir / "runs" / f"{label}.h5"
@@ -673,8 +679,14 @@ def run_point(
         "launcher": launcher,
         "command": cmd,
         "log": str(log),
+        "jax_cache": "cold" if cold_cache else "warm (the user's cache)",
         "ok": False,
     }
+    env = dict(env_extra)
+    cache = workdir / "jax-cache" / label
+    if cold_cache:
+        shutil.rmtree(cache, ignore_errors=True)
+        env["MPI_PYMC_JAX_CACHE"] = str(cache)
     start = time.perf_counter()
     try:
         with open(log, "w") as handle:
@@ -682,7 +694,7 @@ def run_point(
                 cmd,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
-                env=subprocess_env(launcher, env_extra),
+                env=subprocess_env(launcher, env),
                 timeout=timeout,
                 check=False,
             )
@@ -691,6 +703,9 @@ def run_point(
         record["wall_seconds"] = time.perf_counter() - start
         record["error"] = f"timed out after {timeout:.0f}s"
         return record
+    finally:
+        if cold_cache:
+            shutil.rmtree(cache, ignore_errors=True)
     record["wall_seconds"] = time.perf_counter() - start
     if proc.returncode != 0 or not out.exists():
         record["error"] = f"exit {proc.returncode}: {_last_error_line(log)}"
@@ -977,7 +992,11 @@ def _add_arguments(bench: argparse.ArgumentParser) -> None:
     g.add_argument("--repeats", type=int, default=1, help="runs per point; the fastest is kept")
     g = bench.add_argument_group("passed to mpi_pymc run")
     g.add_argument("--precision", default="float64", help="float64 (default) or float32")
-    g.add_argument("--sampler", default="numpyro", help="numpyro (default) or blackjax")
+    g.add_argument(
+        "--sampler",
+        default="numpyro",
+        help="numpyro (default), blackjax or hmc; baseline mode takes a list (numpyro,hmc)",
+    )
     g.add_argument("--chain-method", default="vectorized", help="vectorized or sequential")
     g.add_argument("--gpus-per-rank", type=int, help="GPUs per rank (default: run's default)")
     g.add_argument("--io", default="auto", help="auto, mpio or shards")
@@ -1010,6 +1029,12 @@ def _add_arguments(bench: argparse.ArgumentParser) -> None:
     g = bench.add_argument_group("output")
     g.add_argument("--outdir", help="results folder (default bench-MODE)")
     g.add_argument("--keep-outputs", action="store_true", help="keep each run's HDF5 file")
+    g.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="let runs use the JAX compilation cache as configured (default: each run starts "
+        "with an empty one, so compile time is counted as on a first run)",
+    )
     g.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 
@@ -1067,6 +1092,13 @@ def _validated(args: argparse.Namespace) -> dict:
         if chains < max(ranks):
             raise BenchError(f"--chains {chains} is fewer than {max(ranks)} ranks: raise it")
         plan = [(r, chains) for r in ranks]
+    samplers = [m.strip() for m in args.sampler.split(",") if m.strip()]
+    if not samplers:
+        raise BenchError("--sampler is empty: name numpyro, blackjax or hmc")
+    if len(samplers) > 1 and args.mode != "baseline":
+        raise BenchError(
+            f"--sampler takes one sampler in {args.mode} mode (a list only in baseline mode)"
+        )
     baselines = [m.strip() for m in args.baselines.split(",") if m.strip()]
     unknown = [m for m in baselines if m not in BASELINE_METHODS]
     if unknown:
@@ -1081,6 +1113,7 @@ def _validated(args: argparse.Namespace) -> dict:
         "model": model,
         "launcher": launcher,
         "plan": plan,
+        "samplers": samplers,
         "baselines": baselines if args.mode == "baseline" else [],
         "ranks_per_node": ranks_per_node,
         "ranks_per_node_source": source,
@@ -1090,10 +1123,10 @@ def _validated(args: argparse.Namespace) -> dict:
     }
 
 
-def _run_options(args: argparse.Namespace) -> list[str]:
+def _run_options(args: argparse.Namespace, sampler: str) -> list[str]:
     options = [
         "--draws", str(args.draws), "--tune", str(args.tune), "--seed", str(args.seed),
-        "--precision", args.precision, "--sampler", args.sampler,
+        "--precision", args.precision, "--sampler", sampler,
         "--chain-method", args.chain_method, "--io", args.io,
     ]  # fmt: skip
     if args.gpus_per_rank is not None:
@@ -1136,7 +1169,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     outdir: Path = plan["outdir"]
     outdir.mkdir(parents=True, exist_ok=True)
-    run_options = _run_options(args)
+    samplers: list[str] = plan["samplers"]
+    run_options = {sampler: _run_options(args, sampler) for sampler in samplers}
     results: dict = {
         "mode": args.mode,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -1147,11 +1181,12 @@ def main(args: argparse.Namespace) -> int:
             "tune": args.tune,
             "seed": args.seed,
             "precision": args.precision,
-            "sampler": args.sampler,
+            "sampler": ",".join(samplers),
             "chain_method": args.chain_method,
             "gpus_per_rank": args.gpus_per_rank,
             "repeats": args.repeats,
-            "run_options": run_options,
+            "jax_cache": "warm" if args.warm_cache else "cold (empty per run)",
+            "run_options": run_options[samplers[0]] if len(samplers) == 1 else run_options,
         },
         "environment": recorded_environment(plan["env"]),
         "launcher": plan["launcher"],
@@ -1191,8 +1226,8 @@ def main(args: argparse.Namespace) -> int:
             results["baselines"].append(record)
             _say(f"  baseline {method}: {_describe(record)}")
 
-    for ranks, chains in plan["plan"]:
-        label = f"{args.mode}-r{ranks}-c{chains}"
+    for sampler, (ranks, chains) in [(s, point) for s in samplers for point in plan["plan"]]:
+        label = f"{args.mode}-r{ranks}-c{chains}" + (f"-{sampler}" if len(samplers) > 1 else "")
         tries = []
         for attempt in range(args.repeats):
             tries.append(
@@ -1201,7 +1236,7 @@ def main(args: argparse.Namespace) -> int:
                     model=plan["model"],
                     ranks=ranks,
                     chains=chains,
-                    run_options=run_options,
+                    run_options=run_options[sampler],
                     launcher=plan["launcher"],
                     launcher_args=launcher_args,
                     workdir=outdir,
@@ -1209,6 +1244,7 @@ def main(args: argparse.Namespace) -> int:
                     env_extra=plan["env"],
                     ranks_per_node=plan["ranks_per_node"],
                     keep_output=args.keep_outputs,
+                    cold_cache=not args.warm_cache,
                 )  # fmt: skip
             )
         record = _fastest(tries)

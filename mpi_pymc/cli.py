@@ -85,14 +85,29 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     chains.add_argument("--chains-per-rank", type=_positive_int, help="chains on each rank")
     g.add_argument("--seed", type=_positive_int, help="root seed (default: drawn and printed)")
     g = run.add_argument_group("sampler")
-    g.add_argument("--sampler", default="numpyro", help="numpyro (default) or blackjax")
+    g.add_argument(
+        "--sampler",
+        default="numpyro",
+        help="numpyro (NUTS, default), blackjax (NUTS) or hmc (adaptive jittered HMC: fixed-length "
+        "trajectories learned in warmup; lockstep-friendly for many chains per GPU)",
+    )
     g.add_argument(
         "--chain-method",
         default="vectorized",
         help="vectorized (vmap a rank's chains, default) or sequential (one after another)",
     )
-    g.add_argument("--target-accept", type=float, default=0.8, help="NUTS target acceptance (0.8)")
-    g.add_argument("--max-tree-depth", type=_positive_int, default=10, help="NUTS max depth (10)")
+    g.add_argument(
+        "--target-accept",
+        type=float,
+        default=0.8,
+        help="target acceptance of step-size adaptation (0.8)",
+    )
+    g.add_argument(
+        "--max-tree-depth",
+        type=_positive_int,
+        default=10,
+        help="NUTS max depth (10); hmc: at most 2**depth steps",
+    )
     g.add_argument("--precision", default="float64", help="float64 (default) or float32")
     g = run.add_argument_group("devices and output")
     g.add_argument(

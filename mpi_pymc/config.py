@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SAMPLERS = ("numpyro", "blackjax")
+SAMPLERS = ("numpyro", "blackjax", "hmc")
 CHAIN_METHODS = ("vectorized", "sequential")
 PRECISIONS = ("float64", "float32")
 IO_MODES = ("auto", "mpio", "shards")

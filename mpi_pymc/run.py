@@ -337,6 +337,14 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
                 + "): repeat the original options"
             )
 
+    # CPU ranks of a node read one copy of the data (see node_data); MPI_PYMC_SHARE_DATA=0 opts out.
+    node_data = None
+    if binding.platform == "cpu" and os.environ.get("MPI_PYMC_SHARE_DATA", "1") != "0":
+        from mpi_pymc.node_data import share_on_node
+
+        node_data = share_on_node(comm, compiled.data)
+        compiled.data = tuple(node_data.arrays)
+
     if rank == 0:
         what = "resuming" if ckpt is not None else "sampling"
         echo(
@@ -390,6 +398,7 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         "chain_groups": [[g.start, g.stop] for g in seeding.chain_groups(chains, size)],
         "settings": settings,
         "binding": bindings,
+        "node_shared_data_bytes": comm.allgather(node_data.shared_bytes if node_data else 0),
         "versions": _versions(),
         "command_line": config.command_line or sys.argv,
         "model_path": os.path.abspath(config.model_path),
@@ -501,6 +510,8 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         )
     writer.close()
     comm.Barrier()
+    if node_data is not None:
+        node_data.free()  # nothing reads the model's data any more
     if not stopped:
         saver.remove()
     if rank == 0:

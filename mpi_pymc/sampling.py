@@ -170,6 +170,39 @@ class _BlackjaxBackend:
         return new, nuts_state.position, stats
 
 
+class _HmcBackend:
+    """Adaptive jittered HMC (see :mod:`mpi_pymc.hmc`): fixed-length trajectories."""
+
+    warmup_in_chunks = True
+
+    def __init__(self, compiled: CompiledModel, config: RunConfig):
+        from mpi_pymc.hmc import AdaptiveHmc
+
+        self._kernel = AdaptiveHmc(
+            compiled.logdensity,
+            tune=config.tune,
+            target_accept=config.target_accept,
+            max_steps=2**config.max_tree_depth,
+        )
+
+    def init(self, key, position, data):
+        return self._kernel.init(key, position, data)
+
+    def iteration(self, state):
+        return state.i
+
+    def _with_depth(self, result):
+        new, position, stats = result
+        # The depth a NUTS tree holding that many steps would have: comparable across samplers.
+        return new, position, {**stats, "tree_depth": _tree_depth(stats["n_steps"])}
+
+    def step(self, state, data):
+        return self._with_depth(self._kernel.step(state, data))
+
+    def warmup_step(self, state, data):
+        return self._with_depth(self._kernel.warmup_step(state, data))
+
+
 def _loop_steps(step, length: int, record: bool):
     """``run(state, n, data)``: ``n`` steps (``n <= length``, traced), draws in a fixed buffer.
 
@@ -206,9 +239,11 @@ class ChainGroupSampler:
     """Runs the NUTS chains of one rank; states are batched over the rank's chains."""
 
     def __init__(self, compiled: CompiledModel, config: RunConfig):
-        self.backend: _NumpyroBackend | _BlackjaxBackend
+        self.backend: _NumpyroBackend | _BlackjaxBackend | _HmcBackend
         if config.sampler == "blackjax":
             self.backend = _BlackjaxBackend(compiled, config)
+        elif config.sampler == "hmc":
+            self.backend = _HmcBackend(compiled, config)
         else:
             self.backend = _NumpyroBackend(compiled, config)
         self.compiled = compiled
@@ -247,7 +282,8 @@ class ChainGroupSampler:
     def _programs(self):
         """(name, function, in_axes) of the warmup and sampling programs."""
         if self.backend.warmup_in_chunks:
-            warmup = ("warmup", _loop_steps(self.backend.step, self.chunk, False), (0, None, None))
+            step = getattr(self.backend, "warmup_step", self.backend.step)
+            warmup = ("warmup", _loop_steps(step, self.chunk, False), (0, None, None))
         else:
             warmup = ("warmup", self.backend.warmup, (0, None))
         sample = ("sample", _loop_steps(self.backend.step, self.chunk, True), (0, None, None))

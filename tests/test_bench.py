@@ -252,6 +252,9 @@ def test_bad_settings_fail_with_one_line(tmp_path, capsys):
     assert "fewer than 4 ranks" in capsys.readouterr().err
     code = bench.main(parse(["weak", str(LOGISTIC), "--launcher", "none", "--ranks", "1,2"]))
     assert code == 2
+    code = bench.main(parse(["weak", str(LOGISTIC), "--sampler", "numpyro,hmc"]))
+    assert code == 2
+    assert "one sampler in weak mode" in capsys.readouterr().err
 
 
 def _png(path) -> bool:
@@ -290,22 +293,27 @@ def test_weak_scaling_run_on_1_and_2_ranks(tmp_path):
     assert _png(outdir / "speedup.png") and _png(outdir / "efficiency.png")
 
 
-def test_baseline_mode_compares_numpyro_with_mpi_pymc(tmp_path):
+def test_baseline_mode_compares_numpyro_with_mpi_pymc_samplers(tmp_path):
     mpirun_or_skip()
     outdir = tmp_path / "baseline"
     args = parse(["baseline", str(LOGISTIC), "--ranks", "2", "--chains", "2", *TINY,
-                  "--baselines", "numpyro_vectorized", "--timeout", "300",
-                  "--outdir", str(outdir)])  # fmt: skip
+                  "--baselines", "numpyro_vectorized", "--sampler", "numpyro,hmc",
+                  "--timeout", "300", "--outdir", str(outdir)])  # fmt: skip
     assert bench.main(args) == 0
     results = json.loads((outdir / "results.json").read_text())
     (baseline,) = results["baselines"]
     assert baseline["ok"], baseline.get("error")
     assert baseline["posterior_dtypes"] == ["float64"]
     assert (baseline["chains_recorded"], baseline["draws_recorded"]) == (2, 30)
-    (point,) = results["points"]
-    assert point["ok"] and point["ranks"] == 2
-    (ratio,) = results["ratios"]
-    expected = point["min_ess_bulk_per_second"] / baseline["min_ess_bulk_per_second"]
-    assert math.isclose(ratio["ess_per_second_ratio"], expected)
-    assert "numpyro" in (outdir / "results.md").read_text()
+    points = results["points"]
+    assert [p["label"] for p in points] == ["baseline-r2-c2-numpyro", "baseline-r2-c2-hmc"]
+    assert [p["settings"]["sampler"] for p in points] == ["numpyro", "hmc"]
+    for point, ratio in zip(points, results["ratios"], strict=True):
+        assert point["ok"] and point["ranks"] == 2 and point["jax_cache"] == "cold"
+        expected = point["min_ess_bulk_per_second"] / baseline["min_ess_bulk_per_second"]
+        assert ratio["mpi_pymc"] == point["label"]
+        assert math.isclose(ratio["ess_per_second_ratio"], expected)
+    assert not (outdir / "jax-cache").exists() or not any((outdir / "jax-cache").iterdir())
+    text = (outdir / "results.md").read_text()
+    assert "mpi_pymc (mpirun -n 2, hmc)" in text and "cache cold" in text
     assert _png(outdir / "baseline.png")

@@ -28,7 +28,7 @@ def test_defaults_resolve_chains_and_output():
         ({"draws": 0}, "--draws must be a positive integer"),
         ({"draws": -5}, "--draws must be a positive integer"),
         ({"tune": -1}, "--tune"),
-        ({"sampler": "hmc"}, "unknown --sampler 'hmc'"),
+        ({"sampler": "gibbs"}, "unknown --sampler 'gibbs': choose one of numpyro, blackjax, hmc"),
         ({"chain_method": "parallel"}, "unknown --chain-method"),
         ({"precision": "float16"}, "unknown --precision"),
         ({"target_accept": 1.5}, "--target-accept"),

@@ -42,13 +42,14 @@ def _mcse_mean_and_sd(draws: np.ndarray) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-def test_eight_schools_matches_posteriordb(tmp_path):
+@pytest.mark.parametrize("sampler", ["numpyro", "hmc"])
+def test_eight_schools_matches_posteriordb(tmp_path, sampler):
     reference = _reference()
     out = tmp_path / "es.h5"
     proc = run_ranks(
         2,
         ["run", str(EIGHT_SCHOOLS), "--chains", "4", "--draws", "1000", "--tune", "1000",
-         "--target-accept", "0.9", "--seed", "20261127", "--out", str(out)],
+         "--target-accept", "0.9", "--seed", "20261127", "--out", str(out), "--sampler", sampler],
         cwd=tmp_path,
         timeout=400,
     )  # fmt: skip

@@ -1,0 +1,110 @@
+"""The adaptive jittered HMC kernel, in-process (no MPI): schedule, jitter, adaptation, posterior.
+
+The statistical check samples a Gaussian with known means and scales spread over two orders of
+magnitude; tolerances come from the run's own ESS (4 Monte Carlo standard errors).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mpi_pymc import diagnostics
+from mpi_pymc.hmc import TRAJECTORY_SCALE, AdaptiveHmc, van_der_corput, warmup_schedule
+
+jax.config.update("jax_enable_x64", True)
+
+MEANS = np.array([1.0, -2.0, 0.0, 5.0, 0.5])
+SDS = np.array([0.1, 1.0, 10.0, 0.5, 3.0])
+
+
+def _windows(schedule):
+    """Slow windows as (start, stop) from the boolean masks."""
+    ends = np.flatnonzero(schedule.window_end) + 1
+    starts = np.concatenate([[np.flatnonzero(schedule.slow)[0]], ends[:-1]]) if len(ends) else []
+    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
+
+
+def test_warmup_schedule_is_stans():
+    s = warmup_schedule(1000)
+    assert _windows(s) == [(75, 100), (100, 150), (150, 250), (250, 450), (450, 950)]
+    assert s.final_start == 950 and s.slow.sum() == 875
+    short = warmup_schedule(100)  # under 150: 15% fast, one window, 10% fast
+    assert _windows(short) == [(15, 90)] and short.final_start == 90
+    tiny = warmup_schedule(10)  # no mass-matrix adaptation at all
+    assert not tiny.slow.any() and tiny.final_start == 0
+
+
+def test_jitter_is_van_der_corput_in_the_open_unit_interval():
+    values = np.asarray(van_der_corput(jnp.arange(1, 9)))
+    np.testing.assert_allclose(values, [0.5, 0.25, 0.75, 0.125, 0.625, 0.375, 0.875, 0.0625])
+    many = np.asarray(van_der_corput(jnp.arange(1, 1 << 16)))
+    assert many.min() > 0 and many.max() < 1
+    assert abs(many.mean() - 0.5) < 1e-3  # evenly spread: a fair jitter
+
+
+def _logdensity(x, data):
+    (means,) = data
+    return -0.5 * jnp.sum(((x - means) / SDS) ** 2)
+
+
+@pytest.fixture(scope="module")
+def gaussian_run():
+    tune, draws, chains = 1000, 1000, 4
+    kernel = AdaptiveHmc(_logdensity, tune=tune, target_accept=0.8, max_steps=1024)
+    data = (jnp.asarray(MEANS),)
+    keys = jax.random.split(jax.random.PRNGKey(3), chains)
+    starts = jnp.asarray(np.random.default_rng(0).uniform(-2, 2, (chains, MEANS.size)))
+    state = jax.vmap(kernel.init, in_axes=(0, 0, None))(keys, starts, data)
+
+    def warm(s, _):
+        return kernel.warmup_step(s, data)[0], None
+
+    def sample(s, _):
+        s, position, stats = kernel.step(s, data)
+        return s, (position, stats)
+
+    run = jax.jit(
+        jax.vmap(
+            lambda s: (lambda w: (w, jax.lax.scan(sample, w, None, length=draws)[1]))(
+                jax.lax.scan(warm, s, None, length=tune)[0]
+            )
+        )
+    )
+    adapted, (positions, stats) = run(state)
+    return adapted, np.asarray(positions), {k: np.asarray(v) for k, v in stats.items()}
+
+
+def test_gaussian_means_and_sds_within_mcse(gaussian_run):
+    _, positions, stats = gaussian_run
+    assert not stats["diverging"].any()
+    ess = diagnostics.ess_bulk(positions)
+    assert ess.min() > 1000  # 4000 draws of an easy target
+    mean = positions.mean(axis=(0, 1))
+    sd = positions.std(axis=(0, 1), ddof=1)
+    mcse_mean = sd / np.sqrt(diagnostics.ess_mean(positions))
+    assert np.all(np.abs(mean - MEANS) < 4 * mcse_mean), (mean, MEANS, mcse_mean)
+    sq = (positions - MEANS) ** 2
+    mcse_sd = sq.std(axis=(0, 1), ddof=1) / np.sqrt(diagnostics.ess_mean(sq)) / (2 * SDS)
+    assert np.all(np.abs(sd - SDS) < 4 * mcse_sd), (sd, SDS, mcse_sd)
+    assert diagnostics.rhat_rank(positions).max() < 1.01
+
+
+def test_adaptation_learns_scales_step_and_length(gaussian_run):
+    adapted, _, stats = gaussian_run
+    # Mass matrix: the variances, within the noise of a 500-draw window.
+    ratio = np.asarray(adapted.inverse_mass_matrix) / SDS**2
+    assert np.all((ratio > 0.6) & (ratio < 1.6)), ratio
+    # In the adapted metric the target is a unit Gaussian: U-turn time near pi.
+    trajectory = np.asarray(adapted.trajectory)
+    assert np.all(np.abs(trajectory / (TRAJECTORY_SCALE * np.pi) - 1) < 0.35), trajectory
+    # Step size reaches the target acceptance; sampling steps follow T / eps with the jitter.
+    acceptance = stats["acceptance_rate"].mean(axis=1)
+    assert np.all((acceptance > 0.7) & (acceptance < 0.95)), acceptance
+    eps = np.exp(np.asarray(adapted.log_step_size))
+    mean_steps = stats["n_steps"].mean(axis=1)
+    np.testing.assert_allclose(mean_steps, trajectory / eps / 2 + 0.5, rtol=0.15)
+    # The same jitter for every chain: with similar settings, similar step counts per draw.
+    assert np.corrcoef(stats["n_steps"][0], stats["n_steps"][1])[0, 1] > 0.8
