@@ -112,7 +112,7 @@ def step_reference(args: argparse.Namespace) -> int:
 
 def step_mpi(args: argparse.Namespace) -> int:
     options = ["--draws", str(args.draws), "--tune", str(args.tune), "--seed", str(args.seed),
-               "--precision", args.precision]  # fmt: skip
+               "--precision", args.precision, "--sampler", args.sampler]  # fmt: skip
     if args.gpus_per_rank is not None:
         options += ["--gpus-per-rank", str(args.gpus_per_rank)]
     record = bench.run_point(
@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=bench.DEFAULT_SEED)
     parser.add_argument("--precision", default="float64")
+    parser.add_argument("--sampler", default="numpyro", help="mpi_pymc's --sampler")
     parser.add_argument("--gpus-per-rank", type=int)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)

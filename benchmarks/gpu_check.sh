@@ -5,16 +5,18 @@
 #                                                       # benchmarks/make_gpu_wheels.sh here)
 #   SMOKE=1 OUT=/tmp/gpu_smoke bash benchmarks/gpu_check.sh   # tiny CPU rehearsal
 #
-# Steps, each under `timeout`, all inside BUDGET seconds (default 450, so the script ends in
-# under 8 minutes even when a step hangs; a step that would start too late is skipped):
+# Steps, each under `timeout`, all inside BUDGET seconds (default 540, so the script ends in
+# under 10 minutes even when a step hangs; a step that would start too late is skipped):
 #   0. install the carried wheels (.whl/*.whl -> /tmp/site) when PyMC is missing; fall back to
 #      the carried Open MPI (.whl/mpi) when the image's mpi4py cannot start MPI
 #   1. nvidia-smi, versions, JAX devices, first PyMC import
 #   2. mpi_pymc, 4 chains float64, TUNE+DRAWS (directly comparable with the reference)
 #   3. reference: pm.sample(nuts_sampler="numpyro"), 4 chains vectorized float64, TUNE+DRAWS
-#   4. mpi_pymc, 64 chains float32, 500+500
-#   5. mpi_pymc, 1024 chains float32, 500+500
-#   6. collect: $OUT/gpu_results.json and $OUT/gpu_results.md; the whole log is
+#   4. mpi_pymc --sampler hmc, 4 chains float64, TUNE+DRAWS (same comparison, lockstep HMC)
+#   5. mpi_pymc --sampler hmc, 64 chains float32, 500+500
+#   6. mpi_pymc --sampler hmc, 1024 chains float32, 500+500 (NUTS did not finish these two in
+#      the first device run: vectorized NUTS waits for each step's deepest tree)
+#   7. collect: $OUT/gpu_results.json and $OUT/gpu_results.md; the whole log is
 #      $OUT/gpu_check.log, one JSON line per step in $OUT/steps.jsonl
 # Model: examples/logistic_regression.py with N=500,000, D=54 (SMOKE=1: N=2,000, D=5,
 # 100+100 draws, and 4/16/64 chains so that it runs on a CPU in a few minutes).
@@ -27,7 +29,7 @@ PYTHON=${PYTHON:-python3}
 WHEELS=${WHEELS:-$REPO/.whl}
 SITE=${SITE:-/tmp/site}
 MPI_PREFIX=${MPI_PREFIX:-/tmp/mpi}
-BUDGET=${BUDGET:-450}
+BUDGET=${BUDGET:-540}
 SMOKE=${SMOKE:-0}
 export GPU_CHECK_WORK=${GPU_CHECK_WORK:-/tmp/gpu_check_work}
 export PYTHONUNBUFFERED=1
@@ -117,12 +119,15 @@ main() {
         --name f64-4ch --chains 4 --precision float64 --tune $TUNE --draws $DRAWS
     step "reference pm.sample numpyro" 150 $PYTHON benchmarks/gpu_check.py reference \
         --out "$OUT" --chains 4 --tune $TUNE --draws $DRAWS
-    step "mpi_pymc f32 $MANY chains" 80 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
-        --name "f32-${MANY}ch" --chains $MANY --precision float32 --tune $SMALL_TUNE \
-        --draws $SMALL_DRAWS
-    step "mpi_pymc f32 $MOST chains" 120 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
-        --name "f32-${MOST}ch" --chains $MOST --precision float32 --tune $SMALL_TUNE \
-        --draws $SMALL_DRAWS
+    step "mpi_pymc hmc f64 4 chains" 90 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
+        --name hmc-f64-4ch --sampler hmc --chains 4 --precision float64 --tune $TUNE \
+        --draws $DRAWS
+    step "mpi_pymc hmc f32 $MANY chains" 80 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
+        --name "hmc-f32-${MANY}ch" --sampler hmc --chains $MANY --precision float32 \
+        --tune $SMALL_TUNE --draws $SMALL_DRAWS
+    step "mpi_pymc hmc f32 $MOST chains" 120 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
+        --name "hmc-f32-${MOST}ch" --sampler hmc --chains $MOST --precision float32 \
+        --tune $SMALL_TUNE --draws $SMALL_DRAWS
     echo
     echo "== collect"
     timeout 60 $PYTHON benchmarks/gpu_check.py collect --out "$OUT" $SMOKE_FLAG

@@ -1197,7 +1197,7 @@ def main(args: argparse.Namespace) -> int:
         "points": [],
     }
     _say(
-        f"mpi_pymc bench {args.mode}: {len(plan['plan'])} mpi_pymc point(s)"
+        f"mpi_pymc bench {args.mode}: {len(plan['plan']) * len(samplers)} mpi_pymc point(s)"
         + (f" and {len(plan['baselines'])} baseline(s)" if plan["baselines"] else "")
         + f" on {results['machine']['cpu_model']}; results in {outdir}/"
     )

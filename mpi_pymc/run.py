@@ -369,10 +369,13 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         state = _restore_state(state, ckpt, chain_group)
     timings["init"] = time.perf_counter() - t0
 
-    # Rank 0 compiles the chunk programs first; the others then load them from the cache.
+    # The first ranks compile the warmup and sampling programs side by side (one each); then
+    # every rank loads them from the persistent cache instead of compiling them again.
     t0 = time.perf_counter()
-    if rank == 0:
-        sampler.precompile(state)
+    programs = sampler.program_names()
+    mine = programs[rank :: min(size, len(programs))] if rank < len(programs) else []
+    if mine:
+        sampler.precompile(state, mine)
     comm.Barrier()
     timings["jit"] = time.perf_counter() - t0
 

@@ -307,19 +307,26 @@ class ChainGroupSampler:
         stats = {key: value[:, :n] for key, value in stats.items()}
         return state, positions, stats
 
-    def precompile(self, state) -> None:
-        """Compile (not run) the warmup and sampling programs, filling JAX's persistent cache.
+    def program_names(self) -> list[str]:
+        """The programs :meth:`precompile` can build, in the order a run first needs them."""
+        return (["warmup"] if self.tune else []) + ["sample"]
 
-        Rank 0 does this first so other ranks load the programs instead of compiling them.
+    def precompile(self, state, names: list[str] | None = None) -> None:
+        """Compile (not run) the warmup and/or sampling programs, filling JAX's persistent cache.
+
+        In a run, ranks 0 and 1 compile one program each, side by side, and every rank then
+        loads both from the cache instead of compiling them again.
         """
         example = state if self.vectorized else _unstack(state, 1)[0]
         (w_name, w_fn, w_axes), (s_name, s_fn, s_axes) = self._programs()
         chunk = jnp.asarray(self.chunk)
         data = self.compiled.data
-        if self.tune:
+        names = self.program_names() if names is None else names
+        if self.tune and w_name in names:
             warmup_args = (chunk, data) if self.backend.warmup_in_chunks else (data,)
             self._compiled_fn(w_name, w_fn, w_axes).lower(example, *warmup_args).compile()
-        self._compiled_fn(s_name, s_fn, s_axes).lower(example, chunk, data).compile()
+        if s_name in names:
+            self._compiled_fn(s_name, s_fn, s_axes).lower(example, chunk, data).compile()
 
     def constrain(self, positions) -> list[np.ndarray]:
         """Unconstrained draws (k, n, D) -> constrained variables, each (k, n, *shape).
