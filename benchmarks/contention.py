@@ -75,13 +75,16 @@ def main() -> int:
         if count > len(cores):
             print(json.dumps({"processes": count, "skipped": f"only {len(cores)} cores"}))
             continue
+        settings = ["--chains", str(args.chains), "--iterations", str(args.iterations),
+                    "--repeats", str(args.repeats)]  # fmt: skip
+        command = [sys.executable, __file__, args.model, "--worker", *settings]
         procs = [
             subprocess.Popen(
-                ["taskset", "-c", str(cores[i]), sys.executable, __file__, args.model,
-                 "--worker", "--chains", str(args.chains), "--iterations",
-                 str(args.iterations), "--repeats", str(args.repeats)],
-                stdout=subprocess.PIPE, env=env, text=True,
-            )  # fmt: skip
+                ["taskset", "-c", str(cores[i]), *command],
+                stdout=subprocess.PIPE,
+                env=env,
+                text=True,
+            )
             for i in range(count)
         ]
         per_process = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
