@@ -2,13 +2,13 @@
 
     python benchmarks/contention.py MODEL.py [--chains 2] [--processes 1,2] [--repeats 3]
 
-For each process count P, starts P processes at once, each pinned to its own core with one XLA
-thread, each timing the model's log-density gradient for ``--chains`` vmapped chains (one
+For each process count P, starts P processes at once, each with one XLA thread (and, with
+``--pin``, pinned to its own core by ``taskset``), each timing the model's log-density gradient for ``--chains`` vmapped chains (one
 compiled loop of ``--iterations`` gradients). Prints one JSON line per P with the median
 milliseconds per gradient of each process, and the slowdown against P = 1. A slowdown well
-above 1 with one core per process means the cores compete for something they share (memory
-bandwidth, last-level cache): the limit of weak scaling on that node that no change to
-start-up, compile or I/O removes. Model size from the model file (for the example,
+above 1 means the processes compete for something they share (memory bandwidth, last-level
+cache, or, pinned, the one core that also runs JAX's runtime threads): a limit of weak scaling
+on that node that no change to start-up, compile or I/O removes. Model size from the model file (for the example,
 ``MPI_PYMC_N``/``MPI_PYMC_D``).
 """
 
@@ -62,6 +62,7 @@ def main() -> int:
     parser.add_argument("--processes", default="1,2", help="process counts to compare (1,2)")
     parser.add_argument("--iterations", type=int, default=1000, help="gradients per timing")
     parser.add_argument("--repeats", type=int, default=3, help="timings per process (median)")
+    parser.add_argument("--pin", action="store_true", help="pin process i to core i (taskset)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -80,7 +81,7 @@ def main() -> int:
         command = [sys.executable, __file__, args.model, "--worker", *settings]
         procs = [
             subprocess.Popen(
-                ["taskset", "-c", str(cores[i]), *command],
+                (["taskset", "-c", str(cores[i])] if args.pin else []) + command,
                 stdout=subprocess.PIPE,
                 env=env,
                 text=True,
@@ -91,7 +92,8 @@ def main() -> int:
         ms = [r["ms_per_gradient"] for r in per_process]
         base = base or statistics.mean(ms)
         print(json.dumps({
-            "processes": count, "chains_per_process": args.chains, "ms_per_gradient": ms,
+            "processes": count, "pinned": args.pin, "chains_per_process": args.chains,
+            "ms_per_gradient": ms,
             "slowdown_vs_one": statistics.mean(ms) / base,
             "model_env": {k: v for k, v in os.environ.items() if k.startswith("MPI_PYMC_")},
         }), flush=True)  # fmt: skip

@@ -386,7 +386,12 @@ def render_markdown(results: dict) -> str:
         f"- Settings: {settings.get('tune')} tune + {settings.get('draws')} draws per chain, "
         f"{settings.get('precision')}, sampler {settings.get('sampler')}, "
         f"{settings.get('chain_method')} chains, seed {settings.get('seed')}"
-        + (f", JAX compilation cache {settings['jax_cache']}" if settings.get("jax_cache") else ""),
+        + (f", JAX compilation cache {settings['jax_cache']}" if settings.get("jax_cache") else "")
+        + (
+            f", {settings['cores_per_rank']} core(s) per rank (taskset)"
+            if settings.get("cores_per_rank")
+            else ""
+        ),
         f"- Machine: {machine.get('cpu_model', '?')}, {machine.get('cores', '?')} cores"
         + (f", GPU: {', '.join(g.get('name', '?') for g in gpus)}" if gpus else ", no GPU")
         + f"; MPI: {machine.get('mpi_library') or '?'}; launcher: {results.get('launcher')}",
@@ -640,6 +645,12 @@ def _last_error_line(log: Path) -> str:
     return text[-1].strip() if text else "no output"
 
 
+def _first_cores(count: int) -> list[int]:
+    """The first ``count`` cores this process may use (all of them when it has fewer)."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return allowed[:count]
+
+
 def run_point(
     *,
     label: str,
@@ -656,17 +667,22 @@ def run_point(
     keep_output: bool,
     python: str = sys.executable,
     cold_cache: bool = True,
+    cores_per_rank: int | None = None,
 ) -> dict:
     """Launch one ``mpi_pymc run`` and turn its output file into one benchmark record.
 
     ``cold_cache``: the run gets an empty JAX compilation cache of its own, so its wall time
     includes compiling as a first run does (PyMC's samplers keep no cache between runs either).
+    ``cores_per_rank``: the job runs inside the first ``ranks x cores_per_rank`` cores of this
+    machine (``taskset``), so every point of a scaling series gets the same cores per rank.
     """
     (workdir / "runs").mkdir(parents=True, exist_ok=True)
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     out = workdir / "runs" / f"{label}.h5"
     log = workdir / "logs" / f"{label}.log"
+    cpus = _first_cores(ranks * cores_per_rank) if cores_per_rank else []
     cmd = [
+        *(["taskset", "-c", ",".join(map(str, cpus))] if cpus else []),
         *launcher_prefix(launcher, ranks, launcher_args),
         python, "-m", "mpi_pymc", "run", model, "--chains", str(chains), "--out", str(out),
         "--overwrite", "--no-progress", *run_options,
@@ -1019,6 +1035,12 @@ def _add_arguments(bench: argparse.ArgumentParser) -> None:
         help="environment for every launched run, recorded in results (repeatable)",
     )  # fmt: skip
     g.add_argument("--timeout", type=float, default=3600, help="seconds per run (3600)")
+    g.add_argument(
+        "--cores-per-rank",
+        type=int,
+        help="run each point on the first ranks x K cores of this machine (taskset; mpirun or "
+        "no launcher), so a weak-scaling series keeps the cores per rank fixed",
+    )
     g = bench.add_argument_group("baseline mode")
     g.add_argument(
         "--baselines", default=",".join(BASELINE_METHODS),
@@ -1067,6 +1089,13 @@ def _validated(args: argparse.Namespace) -> dict:
         raise BenchError("baseline mode compares float64 on both sides: drop --precision")
     launcher = choose_launcher(args.launcher)
     cores = os.cpu_count() or 1
+    if args.cores_per_rank is not None:
+        if args.cores_per_rank < 1:
+            raise BenchError(f"--cores-per-rank must be positive, got {args.cores_per_rank}")
+        if launcher == "srun":
+            raise BenchError("--cores-per-rank is for mpirun; under srun use --cpus-per-task")
+        if shutil.which("taskset") is None:
+            raise BenchError("--cores-per-rank needs taskset (util-linux): install it")
     if args.mode == "chains":
         ranks = [1]
     elif args.ranks:
@@ -1075,6 +1104,12 @@ def _validated(args: argparse.Namespace) -> dict:
         ranks = [max(1, min(args.chains or 4, cores))]
     else:
         ranks = powers_of_two_up_to(cores)
+    if args.cores_per_rank and max(ranks) * args.cores_per_rank > len(_first_cores(cores)):
+        raise BenchError(
+            f"--cores-per-rank {args.cores_per_rank} x {max(ranks)} ranks needs "
+            f"{max(ranks) * args.cores_per_rank} cores; this machine lets us use "
+            f"{len(_first_cores(cores))}: lower --ranks or --cores-per-rank"
+        )
     if launcher == "none" and ranks != [1]:
         raise BenchError(f"--launcher none runs one rank only; --ranks gave {ranks}")
     plan = []
@@ -1186,6 +1221,7 @@ def main(args: argparse.Namespace) -> int:
             "gpus_per_rank": args.gpus_per_rank,
             "repeats": args.repeats,
             "jax_cache": "warm" if args.warm_cache else "cold (empty per run)",
+            "cores_per_rank": args.cores_per_rank,
             "run_options": run_options[samplers[0]] if len(samplers) == 1 else run_options,
         },
         "environment": recorded_environment(plan["env"]),
@@ -1245,6 +1281,7 @@ def main(args: argparse.Namespace) -> int:
                     ranks_per_node=plan["ranks_per_node"],
                     keep_output=args.keep_outputs,
                     cold_cache=not args.warm_cache,
+                    cores_per_rank=args.cores_per_rank,
                 )  # fmt: skip
             )
         record = _fastest(tries)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 
 import pytest
 from helpers import EXAMPLES, mpirun_or_skip
@@ -255,6 +256,9 @@ def test_bad_settings_fail_with_one_line(tmp_path, capsys):
     code = bench.main(parse(["weak", str(LOGISTIC), "--sampler", "numpyro,hmc"]))
     assert code == 2
     assert "one sampler in weak mode" in capsys.readouterr().err
+    code = bench.main(parse(["weak", str(LOGISTIC), "--ranks", "1,2", "--cores-per-rank", "64"]))
+    assert code == 2
+    assert "--cores-per-rank 64 x 2 ranks needs 128 cores" in capsys.readouterr().err
 
 
 def _png(path) -> bool:
@@ -264,9 +268,11 @@ def _png(path) -> bool:
 def test_weak_scaling_run_on_1_and_2_ranks(tmp_path):
     mpirun_or_skip()
     outdir = tmp_path / "weak"
+    pin = len(os.sched_getaffinity(0)) >= 2  # one core per rank at both points
+    per_rank = ["--cores-per-rank", "1"] if pin else []
     args = parse(["weak", str(LOGISTIC), "--ranks", "1,2", "--chains-per-rank", "2", *TINY,
                   "--launcher", "mpirun", "--timeout", "300", "--outdir", str(outdir),
-                  "--ranks-per-node", "2"])  # fmt: skip
+                  "--ranks-per-node", "2", *per_rank])  # fmt: skip
     assert bench.main(args) == 0
     results = json.loads((outdir / "results.json").read_text())
     assert results["mode"] == "weak"
@@ -287,6 +293,12 @@ def test_weak_scaling_run_on_1_and_2_ranks(tmp_path):
         assert not (outdir / "runs" / f"{p['label']}.h5").exists()  # removed after reading
     assert points[0]["efficiency_sampling"] == pytest.approx(1.0)
     assert len(points[1]["binding"]) == 2
+    if pin:
+        first = sorted(os.sched_getaffinity(0))
+        assert points[0]["command"][:3] == ["taskset", "-c", str(first[0])]
+        assert points[0]["binding"][0]["cpu_threads"] == 1  # the lone rank got one core
+        assert [b["cpus"] for b in points[1]["binding"]] == [[first[0]], [first[1]]]
+        assert "1 core(s) per rank" in (outdir / "results.md").read_text()
     assert results["machine"]["mpi_library"]
     table = [line for line in (outdir / "results.md").read_text().splitlines() if line[:2] == "| "]
     assert [row.split("|")[1].strip() for row in table[1:]] == ["1", "2"]

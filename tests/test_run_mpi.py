@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import arviz as az
 import h5py
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 import xarray as xr
 from helpers import EIGHT_SCHOOLS, EXAMPLES, run_ranks
+
+from mpi_pymc.topology import cores_to_pin
 
 SCHOOLS = ["Choate", "Deerfield", "Phillips Andover", "Phillips Exeter", "Hotchkiss",
            "Lawrenceville", "St. Paul's", "Mt. Hermon"]  # fmt: skip
@@ -59,6 +62,11 @@ def test_run_writes_a_file_arviz_opens(sequential_runs, ranks):
         binding = json.loads(f.attrs["binding"])
         assert [b["world_rank"] for b in binding] == list(range(ranks))
         assert all(b["platform"] == "cpu" for b in binding)
+        # CPU ranks pin themselves to equal shares of the cores mpirun left them.
+        allowed, total = sorted(os.sched_getaffinity(0)), os.cpu_count() or 1
+        assert [b["cpus"] for b in binding] == [
+            cores_to_pin(allowed, total, b["local_rank"], b["local_size"]) for b in binding
+        ]
         versions = json.loads(f.attrs["versions"])
         assert {"pymc", "jax", "numpyro", "mpi4py", "h5py", "mpi_library"} <= set(versions)
         assert json.loads(f.attrs["chain_groups"])[0][0] == 0

@@ -1,7 +1,7 @@
 import pytest
 
 from mpi_pymc.config import UserError
-from mpi_pymc.topology import assign_gpus, visible_gpus
+from mpi_pymc.topology import assign_gpus, cores_to_pin, visible_gpus
 
 
 def test_one_gpu_per_local_rank_by_default():
@@ -34,3 +34,12 @@ def test_too_few_gpus_is_a_user_error():
 def test_visible_gpus_reads_cuda_visible_devices():
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+
+
+def test_cpu_ranks_pin_to_equal_shares_only_when_the_launcher_did_not():
+    assert [cores_to_pin([0, 1], 2, r, 2) for r in range(2)] == [[0], [1]]
+    assert [cores_to_pin(list(range(8)), 8, r, 2) for r in range(2)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    # Oversubscribed: ranks beyond the cores share them round-robin.
+    assert [cores_to_pin([0, 1], 2, r, 4) for r in range(4)] == [[0], [1], [0], [1]]
+    assert cores_to_pin([3], 8, 1, 2) == []  # the launcher already pinned this rank
+    assert cores_to_pin([0, 1], 2, 0, 1) == []  # a rank alone keeps the whole node
