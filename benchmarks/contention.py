@@ -1,15 +1,15 @@
 """How much do ranks sharing a node slow each other down? Gradients alone vs side by side.
 
-    python benchmarks/contention.py MODEL.py [--chains 2] [--processes 1,2] [--repeats 3]
+    python benchmarks/contention.py MODEL.py [--chains 2] [--processes 1,2] [--repeats 3] [--pin]
 
 For each process count P, starts P processes at once, each with one XLA thread (and, with
-``--pin``, pinned to its own core by ``taskset``), each timing the model's log-density gradient for ``--chains`` vmapped chains (one
-compiled loop of ``--iterations`` gradients). Prints one JSON line per P with the median
-milliseconds per gradient of each process, and the slowdown against P = 1. A slowdown well
-above 1 means the processes compete for something they share (memory bandwidth, last-level
-cache, or, pinned, the one core that also runs JAX's runtime threads): a limit of weak scaling
-on that node that no change to start-up, compile or I/O removes. Model size from the model file (for the example,
-``MPI_PYMC_N``/``MPI_PYMC_D``).
+``--pin``, pinned to its own core by ``taskset``), each timing the model's log-density gradient
+for ``--chains`` vmapped chains (one compiled loop of ``--iterations`` gradients). Prints one
+JSON line per P with the median milliseconds per gradient of each process, and the slowdown
+against P = 1. A slowdown well above 1 means the processes compete for something they share
+(memory bandwidth, last-level cache, or, pinned, the one core that also runs JAX's runtime
+threads): a limit of weak scaling on that node that no change to start-up, compile or I/O
+removes. Model size from the model file (for the example, ``MPI_PYMC_N``/``MPI_PYMC_D``).
 """
 
 from __future__ import annotations
