@@ -27,6 +27,7 @@ class Binding:
     devices: tuple[str, ...]  # CUDA device ids this rank owns (empty on CPU)
     cpu_threads: int
     cpus: tuple[int, ...] = ()  # cores this rank was pinned to by mpi_pymc (empty: not pinned)
+    launcher_cpus: tuple[int, ...] = ()  # the affinity the launcher gave it
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -112,10 +113,9 @@ def bind(comm, gpus_per_rank: int | None) -> Binding:
     gpus = assign_gpus(visible_gpus(), local_rank, local_size, gpus_per_rank)
     threads = cpu_threads_per_rank(local_size)
     pinned: list[int] = []
+    given = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if not gpus and hasattr(os, "sched_setaffinity") and os.environ.get("MPI_PYMC_PIN") != "0":
-        pinned = cores_to_pin(
-            list(os.sched_getaffinity(0)), os.cpu_count() or 1, local_rank, local_size
-        )
+        pinned = cores_to_pin(given, os.cpu_count() or 1, local_rank, local_size)
         if pinned:
             os.sched_setaffinity(0, pinned)
             threads = len(pinned)
@@ -144,4 +144,5 @@ def bind(comm, gpus_per_rank: int | None) -> Binding:
         devices=tuple(gpus),
         cpu_threads=threads,
         cpus=tuple(pinned),
+        launcher_cpus=tuple(given),
     )
