@@ -106,7 +106,10 @@ def test_sigkill_leaves_a_file_holding_exactly_the_claimed_draws(tmp_path, io):
     idata = az.from_netcdf(out)
     with h5py.File(out) as f:
         claimed = f.attrs["draws_completed"][()]
-    assert claimed.min() >= 160
+    # After each chunk the checkpoint is saved before the file marks the chunk complete, so a
+    # kill between the two leaves the file one chunk (16 draws) behind the checkpoint we polled;
+    # the draws it claims are all there, and --resume continues from the checkpoint.
+    assert claimed.min() >= 160 - 16
     for chain, n in enumerate(claimed):
         assert np.isfinite(idata.posterior.mu.values[chain, :n]).all()
         assert np.isfinite(idata.sample_stats.lp.values[chain, :n]).all()
