@@ -1104,11 +1104,12 @@ def _validated(args: argparse.Namespace) -> dict:
         ranks = [max(1, min(args.chains or 4, cores))]
     else:
         ranks = powers_of_two_up_to(cores)
-    if args.cores_per_rank and max(ranks) * args.cores_per_rank > len(_first_cores(cores)):
+    usable = len(_first_cores(cores))
+    if args.cores_per_rank and max(ranks) * args.cores_per_rank > usable:
         raise BenchError(
             f"--cores-per-rank {args.cores_per_rank} x {max(ranks)} ranks needs "
             f"{max(ranks) * args.cores_per_rank} cores; this machine lets us use "
-            f"{len(_first_cores(cores))}: lower --ranks or --cores-per-rank"
+            f"{usable}: lower --ranks or --cores-per-rank"
         )
     if launcher == "none" and ranks != [1]:
         raise BenchError(f"--launcher none runs one rank only; --ranks gave {ranks}")

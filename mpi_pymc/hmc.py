@@ -200,11 +200,9 @@ def find_step_size(value_and_grad, position, logdensity, grad, inv_mass, key, ma
 
     def cond(carry):
         tries, step_size = carry
-        crossed = jnp.where(
-            direction > 1,
-            log_accept(step_size * direction) < jnp.log(0.5),
-            log_accept(step_size) > jnp.log(0.5),
-        )
+        # Doubling: stop before the step that falls below 0.5; halving: at the first above it.
+        value = log_accept(step_size * jnp.maximum(direction, 1.0))
+        crossed = jnp.where(direction > 1, value < jnp.log(0.5), value > jnp.log(0.5))
         return (tries < max_tries) & ~crossed
 
     _, step_size = jax.lax.while_loop(cond, lambda c: (c[0] + 1, c[1] * direction), (0, one))
