@@ -10,13 +10,14 @@
 #   0. install the carried wheels (.whl/*.whl -> /tmp/site) when PyMC is missing; fall back to
 #      the carried Open MPI (.whl/mpi) when the image's mpi4py cannot start MPI
 #   1. nvidia-smi, versions, JAX devices, first PyMC import
-#   2. mpi_pymc, 4 chains float64, TUNE+DRAWS (directly comparable with the reference)
-#   3. reference: pm.sample(nuts_sampler="numpyro"), 4 chains vectorized float64, TUNE+DRAWS
-#   4. mpi_pymc --sampler hmc, 4 chains float64, TUNE+DRAWS (same comparison, lockstep HMC)
-#   5. mpi_pymc --sampler hmc, 64 chains float32, 500+500
-#   6. mpi_pymc --sampler hmc, 1024 chains float32, 500+500 (NUTS did not finish these two in
+#   2. reference: pm.sample(nuts_sampler="numpyro"), 4 chains vectorized float64, TUNE+DRAWS
+#   3. mpi_pymc --sampler hmc, 4 chains float64, TUNE+DRAWS (directly comparable with 2)
+#   4. mpi_pymc --sampler hmc, 64 chains float32, 500+500
+#   5. mpi_pymc --sampler hmc, 1024 chains float32, 500+500 (NUTS did not finish these two in
 #      the first device run: vectorized NUTS waits for each step's deepest tree)
-#   7. collect: $OUT/gpu_results.json and $OUT/gpu_results.md; the whole log is
+#   6. the same with 500+1000: more draws per chain, so sampling, not start-up, dominates
+#   7. mpi_pymc NUTS (numpyro), 4 chains float64, TUNE+DRAWS (last: measured on the first run)
+#   8. collect: $OUT/gpu_results.json and $OUT/gpu_results.md; the whole log is
 #      $OUT/gpu_check.log, one JSON line per step in $OUT/steps.jsonl
 # Model: examples/logistic_regression.py with N=500,000, D=54 (SMOKE=1: N=2,000, D=5,
 # 100+100 draws, and 4/16/64 chains so that it runs on a CPU in a few minutes).
@@ -38,10 +39,10 @@ rm -f "$OUT/steps.jsonl"
 
 if [ "$SMOKE" = 1 ]; then
     export MPI_PYMC_N=${MPI_PYMC_N:-2000} MPI_PYMC_D=${MPI_PYMC_D:-5}
-    TUNE=100 DRAWS=100 SMALL_TUNE=100 SMALL_DRAWS=100 MANY=16 MOST=64 SMOKE_FLAG=--smoke
+    TUNE=100 DRAWS=100 SMALL_TUNE=100 SMALL_DRAWS=100 LONG_DRAWS=300 MANY=16 MOST=64 SMOKE_FLAG=--smoke
 else
     export MPI_PYMC_N=${MPI_PYMC_N:-500000} MPI_PYMC_D=${MPI_PYMC_D:-54}
-    TUNE=1000 DRAWS=1000 SMALL_TUNE=500 SMALL_DRAWS=500 MANY=64 MOST=1024 SMOKE_FLAG=
+    TUNE=1000 DRAWS=1000 SMALL_TUNE=500 SMALL_DRAWS=500 LONG_DRAWS=1000 MANY=64 MOST=1024 SMOKE_FLAG=
 fi
 DEADLINE=$((SECONDS + BUDGET))
 
@@ -115,8 +116,6 @@ main() {
 
     local g=(--out "$OUT" --gpus-per-rank "$GPUS_PER_RANK")
     step facts 90 $PYTHON benchmarks/gpu_check.py facts --out "$OUT"
-    step "mpi_pymc f64 4 chains" 100 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
-        --name f64-4ch --chains 4 --precision float64 --tune $TUNE --draws $DRAWS
     step "reference pm.sample numpyro" 150 $PYTHON benchmarks/gpu_check.py reference \
         --out "$OUT" --chains 4 --tune $TUNE --draws $DRAWS
     step "mpi_pymc hmc f64 4 chains" 90 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
@@ -125,9 +124,14 @@ main() {
     step "mpi_pymc hmc f32 $MANY chains" 80 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
         --name "hmc-f32-${MANY}ch" --sampler hmc --chains $MANY --precision float32 \
         --tune $SMALL_TUNE --draws $SMALL_DRAWS
-    step "mpi_pymc hmc f32 $MOST chains" 120 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
+    step "mpi_pymc hmc f32 $MOST chains" 170 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
         --name "hmc-f32-${MOST}ch" --sampler hmc --chains $MOST --precision float32 \
         --tune $SMALL_TUNE --draws $SMALL_DRAWS
+    step "mpi_pymc hmc f32 $MOST chains, long" 150 $PYTHON benchmarks/gpu_check.py mpi \
+        "${g[@]}" --name "hmc-f32-${MOST}ch-long" --sampler hmc --chains $MOST \
+        --precision float32 --tune $SMALL_TUNE --draws $LONG_DRAWS
+    step "mpi_pymc NUTS f64 4 chains" 100 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
+        --name f64-4ch --chains 4 --precision float64 --tune $TUNE --draws $DRAWS
     echo
     echo "== collect"
     timeout 60 $PYTHON benchmarks/gpu_check.py collect --out "$OUT" $SMOKE_FLAG

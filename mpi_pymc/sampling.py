@@ -9,6 +9,7 @@ step size, mass matrix, adaptation state, PRNG key, iteration — so a checkpoin
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import NamedTuple
 
@@ -322,11 +323,16 @@ class ChainGroupSampler:
         chunk = jnp.asarray(self.chunk)
         data = self.compiled.data
         names = self.program_names() if names is None else names
+        lowered = []
         if self.tune and w_name in names:
             warmup_args = (chunk, data) if self.backend.warmup_in_chunks else (data,)
-            self._compiled_fn(w_name, w_fn, w_axes).lower(example, *warmup_args).compile()
+            lowered.append(self._compiled_fn(w_name, w_fn, w_axes).lower(example, *warmup_args))
         if s_name in names:
-            self._compiled_fn(s_name, s_fn, s_axes).lower(example, chunk, data).compile()
+            lowered.append(self._compiled_fn(s_name, s_fn, s_axes).lower(example, chunk, data))
+        # Tracing holds the GIL, XLA's compiler does not: two programs compile at once.
+        with ThreadPoolExecutor(max_workers=max(1, len(lowered))) as pool:
+            for future in [pool.submit(program.compile) for program in lowered]:
+                future.result()
 
     def constrain(self, positions) -> list[np.ndarray]:
         """Unconstrained draws (k, n, D) -> constrained variables, each (k, n, *shape).
