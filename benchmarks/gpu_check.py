@@ -56,6 +56,25 @@ def _size() -> dict:
     return {k: os.environ[k] for k in ("MPI_PYMC_N", "MPI_PYMC_D") if k in os.environ}
 
 
+def _matmul_error() -> dict:
+    """Worst relative error of a float32 (100,000 x 54) @ (54 x 64) product against float64,
+    at JAX's default matmul precision and at "highest" (GPUs since Ampere default to TF32)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(100_000, 54)).astype(np.float32)
+    b = rng.normal(size=(54, 64)).astype(np.float32)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
+    errors = {}
+    for precision in ("default", "highest"):
+        product = jax.jit(lambda x, y, p=precision: jnp.matmul(x, y, precision=p))(a, b)
+        errors[precision] = float(np.max(np.abs(np.asarray(product) - exact) / scale))
+    return errors
+
+
 def step_facts(args: argparse.Namespace) -> int:
     import importlib.metadata as md
 
@@ -74,6 +93,7 @@ def step_facts(args: argparse.Namespace) -> int:
     record["jax_devices"] = [str(d) for d in jax.devices()]
     record["jax_backend"] = jax.default_backend()
     record["jax_start_seconds"] = time.perf_counter() - t0
+    record["float32_matmul_error"] = _matmul_error()
     t0 = time.perf_counter()
     import pymc  # noqa: F401  (the first import builds PyTensor's C helpers: pay it here)
 
@@ -111,8 +131,9 @@ def step_reference(args: argparse.Namespace) -> int:
 
 
 def step_mpi(args: argparse.Namespace) -> int:
+    # --progress: the log then says how far a run killed at its limit got.
     options = ["--draws", str(args.draws), "--tune", str(args.tune), "--seed", str(args.seed),
-               "--precision", args.precision, "--sampler", args.sampler]  # fmt: skip
+               "--precision", args.precision, "--sampler", args.sampler, "--progress"]  # fmt: skip
     if args.gpus_per_rank is not None:
         options += ["--gpus-per-rank", str(args.gpus_per_rank)]
     record = bench.run_point(

@@ -19,6 +19,7 @@
 #   7. mpi_pymc NUTS (numpyro), 4 chains float64, TUNE+DRAWS (last: measured on the first run)
 #   8. collect: $OUT/gpu_results.json and $OUT/gpu_results.md; the whole log is
 #      $OUT/gpu_check.log, one JSON line per step in $OUT/steps.jsonl
+# STEPS="facts hmc_many" runs only the steps named (keys in want() below); default all.
 # Model: examples/logistic_regression.py with N=500,000, D=54 (SMOKE=1: N=2,000, D=5,
 # 100+100 draws, and 4/16/64 chains so that it runs on a CPU in a few minutes).
 set -u
@@ -32,6 +33,7 @@ SITE=${SITE:-/tmp/site}
 MPI_PREFIX=${MPI_PREFIX:-/tmp/mpi}
 BUDGET=${BUDGET:-540}
 SMOKE=${SMOKE:-0}
+STEPS=${STEPS:-all}
 export GPU_CHECK_WORK=${GPU_CHECK_WORK:-/tmp/gpu_check_work}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$GPU_CHECK_WORK"
@@ -45,6 +47,12 @@ else
     TUNE=1000 DRAWS=1000 SMALL_TUNE=500 SMALL_DRAWS=500 LONG_DRAWS=1000 MANY=64 MOST=1024 SMOKE_FLAG=
 fi
 DEADLINE=$((SECONDS + BUDGET))
+
+# want KEY: is step KEY among STEPS ("all", or some of: facts reference hmc4 hmc_many hmc_most
+# hmc_long nuts4)?
+want() {
+    [ "$STEPS" = all ] || [[ " $STEPS " == *" $1 "* ]]
+}
 
 # step NAME LIMIT COMMAND...: run COMMAND under timeout, never past the deadline.
 step() {
@@ -115,22 +123,22 @@ main() {
     install_wheels
 
     local g=(--out "$OUT" --gpus-per-rank "$GPUS_PER_RANK")
-    step facts 90 $PYTHON benchmarks/gpu_check.py facts --out "$OUT"
-    step "reference pm.sample numpyro" 150 $PYTHON benchmarks/gpu_check.py reference \
+    want facts && step facts 90 $PYTHON benchmarks/gpu_check.py facts --out "$OUT"
+    want reference && step "reference pm.sample numpyro" 150 $PYTHON benchmarks/gpu_check.py reference \
         --out "$OUT" --chains 4 --tune $TUNE --draws $DRAWS
-    step "mpi_pymc hmc f64 4 chains" 90 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
+    want hmc4 && step "mpi_pymc hmc f64 4 chains" 90 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
         --name hmc-f64-4ch --sampler hmc --chains 4 --precision float64 --tune $TUNE \
         --draws $DRAWS
-    step "mpi_pymc hmc f32 $MANY chains" 80 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
+    want hmc_many && step "mpi_pymc hmc f32 $MANY chains" 80 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
         --name "hmc-f32-${MANY}ch" --sampler hmc --chains $MANY --precision float32 \
         --tune $SMALL_TUNE --draws $SMALL_DRAWS
-    step "mpi_pymc hmc f32 $MOST chains" 170 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
+    want hmc_most && step "mpi_pymc hmc f32 $MOST chains" 170 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
         --name "hmc-f32-${MOST}ch" --sampler hmc --chains $MOST --precision float32 \
         --tune $SMALL_TUNE --draws $SMALL_DRAWS
-    step "mpi_pymc hmc f32 $MOST chains, long" 150 $PYTHON benchmarks/gpu_check.py mpi \
+    want hmc_long && step "mpi_pymc hmc f32 $MOST chains, long" 150 $PYTHON benchmarks/gpu_check.py mpi \
         "${g[@]}" --name "hmc-f32-${MOST}ch-long" --sampler hmc --chains $MOST \
         --precision float32 --tune $SMALL_TUNE --draws $LONG_DRAWS
-    step "mpi_pymc NUTS f64 4 chains" 100 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
+    want nuts4 && step "mpi_pymc NUTS f64 4 chains" 100 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
         --name f64-4ch --chains 4 --precision float64 --tune $TUNE --draws $DRAWS
     echo
     echo "== collect"

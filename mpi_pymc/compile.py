@@ -124,6 +124,11 @@ def compile_model(model, precision: str = "float64") -> CompiledModel:
     from pymc.util import get_default_varnames
 
     jax.config.update("jax_enable_x64", precision == "float64")
+    # Full-precision matrix products. On GPUs since Ampere, JAX's default runs float32 matmuls
+    # in TF32 (10-bit mantissa): the log-density and its gradient then disagree by more than
+    # the integrator's error, step-size adaptation shrinks the step to chase that noise, and
+    # trajectories hit the step cap. The data-bound products here lose nothing to it.
+    jax.config.update("jax_default_matmul_precision", "highest")
     float_dtype = np.float64 if precision == "float64" else np.float32
     value_vars = list(model.value_vars)
     logp = model.logp()
