@@ -12,9 +12,10 @@ Everything is per chain and pure: ``init(key, position, data)`` and ``step(state
 NUTS backends, so chains run vmapped or one after another, checkpoint as their state, and a
 chain's draws never depend on which chains share its rank.
 
-Iteration ``i`` integrates ``n = ceil(u_i T / eps)`` leapfrog steps, ``u_i`` the base-2 van der
-Corput number of ``i + 1`` (in (0, 1)), then accepts or rejects by the energy error. Each such
-kernel leaves the target invariant; the jitter breaks the periodicities one fixed length has.
+Iteration ``i`` integrates ``n = ceil(u_i T / eps)`` leapfrog steps, ``u_i = JITTER_LOW + (1 -
+JITTER_LOW) v_i`` with ``v_i`` the base-2 van der Corput number of ``i + 1`` (in (0, 1)), then
+accepts or rejects by the energy error. Each such kernel leaves the target invariant; the jitter
+breaks the periodicities one fixed length has.
 
 Warmup (the first ``tune`` iterations) adapts, from the chain's own history:
 
@@ -31,10 +32,28 @@ Warmup (the first ``tune`` iterations) adapts, from the chain's own history:
   ``TRAJECTORY_SCALE`` times the mean U-turn time: a running mean during warmup, the mean over
   the last fast window for sampling.
 
-``TRAJECTORY_SCALE``: for a Gaussian target in the adapted metric the U-turn time is ``pi`` (in
-units of the standard deviations) and the lag-1 autocorrelation of jittered HMC with ``u ~ U(0,
-1)`` is ``sin(T) / T``; effective draws per gradient, ``(1 - rho) / (1 + rho) / T``, peak near
-``T = 4.0 = 1.27 pi``.
+``TRAJECTORY_SCALE`` and ``JITTER_LOW``: for a Gaussian target in the adapted metric the U-turn
+time is ``pi`` (in units of the standard deviations), and a direction of frequency ``w`` has
+lag-1 autocorrelation ``rho_1 = E cos(w t)`` for the mean and ``rho_2 = (1 + E cos(2 w t)) / 2``
+for its square, ``t = u T``. Effective draws per gradient are ``(1 - rho) / (1 + rho)`` over the
+mean trajectory ``(1 + JITTER_LOW) T / 2``. With ``u ~ U(0, 1)`` the mean's efficiency peaks near
+``T = 1.27 pi``, but the shortest trajectories then do little. ``u ~ U(0.3, 1)`` with ``T = pi``
+(the U-turn time itself) is at least as efficient for the mean and for the square at ``w T``
+from 0.85 pi to pi. On five test targets it gave more bulk ESS per gradient than ``U(0, 1)``
+with ``T = 1.25 pi``, and no less tail ESS (same seeds, 4 chains of 1000 + 1000). The targets
+were a diagonal Gaussian with scales 0.1 to 10, two rotated Gaussians with condition numbers 10
+and 100, a Student-t with 5 degrees of freedom, and non-centred eight schools. On the
+benchmark's logistic regression (N=50,000, D=20) the minimum bulk ESS went from about 4,000 to
+6,000-6,500 per 4,000 draws, with the same steps per draw.
+
+During warmup a chain's dual-averaging iterate swings (one acceptance per iteration steers it),
+and vectorized chains wait for the one with the smallest step. So a warmup iteration runs at
+most ``ceil(T / eps_avg)`` steps, ``eps_avg`` being the chain's averaged step so far. A chain
+whose iterate dipped then integrates a shorter time; the step it adapts is unchanged. In
+sampling ``eps`` is ``eps_avg`` and the cap never binds. For 1024 chains of a small logistic
+regression (D=54, 500 warmup iterations), this and the jitter above cut warmup's lockstep
+leapfrogs (the most over chains, summed over iterations, U-turn run-ons included) from 6,928 to
+5,976, against 2,705 for 500 sampling iterations.
 """
 
 from __future__ import annotations
@@ -47,7 +66,8 @@ import numpy as np
 
 # Dual averaging (Hoffman & Gelman 2014, as Stan and numpyro set it).
 DA_T0, DA_GAMMA, DA_KAPPA = 10.0, 0.05, 0.75
-TRAJECTORY_SCALE = 1.25
+TRAJECTORY_SCALE = 1.0
+JITTER_LOW = 0.3
 # The running mean of U-turn times forgets with this horizon (iterations).
 UTURN_HORIZON = 20
 # Warmup measures the U-turn on every MEASURE_EVERY-th iteration (each measurement runs the
@@ -249,9 +269,13 @@ class AdaptiveHmc:
         )
 
     def steps_for(self, state: HmcState):
-        """Leapfrog steps of this iteration: ``ceil(u_i T / eps)`` within ``[1, max_steps]``."""
-        u = van_der_corput(state.i + 1).astype(state.position.dtype)
-        n = jnp.ceil(u * state.trajectory / jnp.exp(state.log_step_size))
+        """Leapfrog steps of this iteration: ``ceil(u_i T / eps)``, at most ``ceil(T / eps_avg)``
+        (binds in warmup only), within ``[1, max_steps]``."""
+        u = JITTER_LOW + (1.0 - JITTER_LOW) * van_der_corput(state.i + 1)
+        step_size = jnp.exp(state.log_step_size)
+        n = jnp.ceil(u.astype(step_size.dtype) * state.trajectory / step_size)
+        averaged = jnp.where(state.da_count > 0, jnp.exp(state.da_log_avg), step_size)
+        n = jnp.minimum(n, jnp.ceil(state.trajectory / averaged))
         return jnp.clip(n, 1, self.max_steps).astype(jnp.int32)
 
     def _transition(self, state: HmcState, data, measure):

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from mpi_pymc import diagnostics
-from mpi_pymc.hmc import TRAJECTORY_SCALE, AdaptiveHmc, van_der_corput, warmup_schedule
+from mpi_pymc.hmc import (
+    JITTER_LOW,
+    TRAJECTORY_SCALE,
+    AdaptiveHmc,
+    van_der_corput,
+    warmup_schedule,
+)
 
 jax.config.update("jax_enable_x64", True)
 
@@ -100,11 +106,33 @@ def test_adaptation_learns_scales_step_and_length(gaussian_run):
     # In the adapted metric the target is a unit Gaussian: U-turn time near pi.
     trajectory = np.asarray(adapted.trajectory)
     assert np.all(np.abs(trajectory / (TRAJECTORY_SCALE * np.pi) - 1) < 0.35), trajectory
-    # Step size reaches the target acceptance; sampling steps follow T / eps with the jitter.
+    # Step size reaches the target acceptance; sampling steps follow T / eps with the jitter,
+    # u uniform on (JITTER_LOW, 1).
     acceptance = stats["acceptance_rate"].mean(axis=1)
     assert np.all((acceptance > 0.7) & (acceptance < 0.95)), acceptance
     eps = np.exp(np.asarray(adapted.log_step_size))
     mean_steps = stats["n_steps"].mean(axis=1)
-    np.testing.assert_allclose(mean_steps, trajectory / eps / 2 + 0.5, rtol=0.15)
+    expected = (1 + JITTER_LOW) / 2 * trajectory / eps + 0.5
+    np.testing.assert_allclose(mean_steps, expected, rtol=0.15)
     # The same jitter for every chain: with similar settings, similar step counts per draw.
-    assert np.corrcoef(stats["n_steps"][0], stats["n_steps"][1])[0, 1] > 0.8
+    # (Independent jitters would correlate near 0; with about 2 steps per draw here, rounding
+    # to whole steps keeps it below 1.)
+    assert np.corrcoef(stats["n_steps"][0], stats["n_steps"][1])[0, 1] > 0.5
+
+
+def test_warmup_steps_capped_by_the_averaged_step_size():
+    kernel = AdaptiveHmc(_logdensity, tune=100, target_accept=0.8, max_steps=1024)
+    state = kernel.init(jax.random.PRNGKey(0), jnp.asarray(MEANS), (jnp.asarray(MEANS),))
+    # i = 0: u = JITTER_LOW + (1 - JITTER_LOW) / 2; T = 2, current step 0.01.
+    state = state._replace(
+        i=jnp.asarray(0, jnp.int32), trajectory=jnp.asarray(2.0), log_step_size=jnp.log(0.01)
+    )
+    u = JITTER_LOW + (1 - JITTER_LOW) * 0.5
+    # No averaged step yet (da_count 0): ceil(u T / eps).
+    assert int(kernel.steps_for(state)) == int(np.ceil(u * 2.0 / 0.01))
+    # The iterate dipped to 0.01 while the average is 0.2: at most ceil(T / 0.2) = 10 steps.
+    dipped = state._replace(da_count=jnp.asarray(5.0), da_log_avg=jnp.log(0.2))
+    assert int(kernel.steps_for(dipped)) == 10
+    # Sampling (iterate == average): the cap does not bind.
+    settled = dipped._replace(log_step_size=jnp.log(0.2))
+    assert int(kernel.steps_for(settled)) == int(np.ceil(u * 2.0 / 0.2))
