@@ -47,13 +47,14 @@ benchmark's logistic regression (N=50,000, D=20) the minimum bulk ESS went from 
 6,000-6,500 per 4,000 draws, with the same steps per draw.
 
 During warmup a chain's dual-averaging iterate swings (one acceptance per iteration steers it),
-and vectorized chains wait for the one with the smallest step. So a warmup iteration runs at
-most ``ceil(T / eps_avg)`` steps, ``eps_avg`` being the chain's averaged step so far. A chain
-whose iterate dipped then integrates a shorter time; the step it adapts is unchanged. In
-sampling ``eps`` is ``eps_avg`` and the cap never binds. For 1024 chains of a small logistic
-regression (D=54, 500 warmup iterations), this and the jitter above cut warmup's lockstep
-leapfrogs (the most over chains, summed over iterations, U-turn run-ons included) from 6,928 to
-5,976, against 2,705 for 500 sampling iterations.
+and vectorized chains wait for the one with the smallest step. So a warmup iteration takes no
+more steps than it would at ``eps_avg``, the chain's averaged step so far: ``ceil(u_i T /
+max(eps, eps_avg))``. A chain whose iterate dipped integrates a shorter time; the step it adapts
+is unchanged. In sampling ``eps`` is ``eps_avg``, so nothing changes there. Test case: 1024
+chains of a small logistic regression (D=54), 500 warmup iterations, counted on a CPU as
+lockstep leapfrogs (the most over chains, summed over iterations, U-turn run-ons included).
+Warmup took 7,182 without the cap and 5,236 with it, against 2,705 for 500 sampling iterations.
+The adapted step sizes and lengths came out the same.
 """
 
 from __future__ import annotations
@@ -269,13 +270,14 @@ class AdaptiveHmc:
         )
 
     def steps_for(self, state: HmcState):
-        """Leapfrog steps of this iteration: ``ceil(u_i T / eps)``, at most ``ceil(T / eps_avg)``
-        (binds in warmup only), within ``[1, max_steps]``."""
+        """Leapfrog steps of this iteration: ``ceil(u_i T / max(eps, eps_avg))`` within ``[1,
+        max_steps]``, ``eps_avg`` the averaged step so far (in sampling ``eps == eps_avg``)."""
         u = JITTER_LOW + (1.0 - JITTER_LOW) * van_der_corput(state.i + 1)
         step_size = jnp.exp(state.log_step_size)
-        n = jnp.ceil(u.astype(step_size.dtype) * state.trajectory / step_size)
         averaged = jnp.where(state.da_count > 0, jnp.exp(state.da_log_avg), step_size)
-        n = jnp.minimum(n, jnp.ceil(state.trajectory / averaged))
+        n = jnp.ceil(
+            u.astype(step_size.dtype) * state.trajectory / jnp.maximum(step_size, averaged)
+        )
         return jnp.clip(n, 1, self.max_steps).astype(jnp.int32)
 
     def _transition(self, state: HmcState, data, measure):

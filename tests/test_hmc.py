@@ -130,9 +130,12 @@ def test_warmup_steps_capped_by_the_averaged_step_size():
     u = JITTER_LOW + (1 - JITTER_LOW) * 0.5
     # No averaged step yet (da_count 0): ceil(u T / eps).
     assert int(kernel.steps_for(state)) == int(np.ceil(u * 2.0 / 0.01))
-    # The iterate dipped to 0.01 while the average is 0.2: at most ceil(T / 0.2) = 10 steps.
+    # The iterate dipped to 0.01 while the average is 0.2: as many steps as at 0.2.
     dipped = state._replace(da_count=jnp.asarray(5.0), da_log_avg=jnp.log(0.2))
-    assert int(kernel.steps_for(dipped)) == 10
-    # Sampling (iterate == average): the cap does not bind.
+    assert int(kernel.steps_for(dipped)) == int(np.ceil(u * 2.0 / 0.2))
+    # An iterate above the average keeps its own (fewer) steps; so does sampling, where the
+    # iterate is the average.
+    above = dipped._replace(log_step_size=jnp.log(0.4))
+    assert int(kernel.steps_for(above)) == int(np.ceil(u * 2.0 / 0.4))
     settled = dipped._replace(log_step_size=jnp.log(0.2))
     assert int(kernel.steps_for(settled)) == int(np.ceil(u * 2.0 / 0.2))
