@@ -75,6 +75,13 @@ def split_chains(draws: np.ndarray) -> np.ndarray:
     return np.concatenate((draws[:, :half], draws[:, n_draws - half :]), axis=0)
 
 
+def _usable_cores() -> int:
+    """Cores this process may run on: its affinity mask (a pinned rank's own cores)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def rank_normalize(draws: np.ndarray) -> np.ndarray:
     """Normal scores of the pooled ranks of each parameter (all chains and draws together).
 
@@ -99,7 +106,7 @@ def rank_normalize(draws: np.ndarray) -> np.ndarray:
         values = columns[param]
         order = np.argsort(values)
         ordered = values[order]
-        sorted_scores = table.copy()
+        sorted_scores = table  # only read
         new_value = np.empty(size, dtype=bool)
         new_value[0] = True
         np.not_equal(ordered[1:], ordered[:-1], out=new_value[1:])
@@ -111,7 +118,7 @@ def rank_normalize(draws: np.ndarray) -> np.ndarray:
             sorted_scores = special.ndtri((mean_rank[group] - _BLOM_OFFSET) / scale)
         scores[param, order] = sorted_scores
 
-    workers = min(n_params, os.cpu_count() or 1, 16)
+    workers = min(n_params, _usable_cores(), 16)
     if workers > 1 and size * n_params > 100_000:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(one, range(n_params)))
@@ -184,8 +191,9 @@ def mean_autocovariance(draws: np.ndarray) -> np.ndarray:
     draws = np.asarray(draws, dtype=float)
     n_chains, n_draws, n_params = draws.shape
     fft_len = next_fast_len(2 * n_draws)
-    series = np.ascontiguousarray(np.moveaxis(draws, 1, 2))  # (chains, params, draws)
-    series = series - series.mean(axis=2, keepdims=True)  # a new array: draws stay as given
+    view = np.moveaxis(draws, 1, 2)  # (chains, params, draws)
+    # One new C-ordered array (the FFTs then run along contiguous memory); draws stay as given.
+    series = np.subtract(view, view.mean(axis=2, keepdims=True), order="C")
     power = np.zeros((n_params, fft_len // 2 + 1))
     for chain in range(n_chains):
         spectrum = np.fft.rfft(series[chain], n=fft_len, axis=1)
