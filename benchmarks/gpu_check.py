@@ -136,6 +136,8 @@ def step_mpi(args: argparse.Namespace) -> int:
                "--precision", args.precision, "--sampler", args.sampler, "--progress"]  # fmt: skip
     if args.gpus_per_rank is not None:
         options += ["--gpus-per-rank", str(args.gpus_per_rank)]
+    if args.adapt_group > 1:
+        options += ["--adapt-group", str(args.adapt_group)]
     record = bench.run_point(
         label=f"gpu-{args.name}",
         model=str(MODEL),
@@ -150,7 +152,9 @@ def step_mpi(args: argparse.Namespace) -> int:
         ranks_per_node=1,
         keep_output=False,
     )
-    record.update(step="mpi", name=args.name, precision=args.precision)
+    record.update(
+        step="mpi", name=args.name, precision=args.precision, adapt_group=args.adapt_group
+    )
     record.pop("diagnostics", None)
     _show_log(record)
     print(_line(record))
@@ -275,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="float64")
     parser.add_argument("--sampler", default="numpyro", help="mpi_pymc's --sampler")
     parser.add_argument("--gpus-per-rank", type=int)
+    parser.add_argument("--adapt-group", type=int, default=1, help="mpi_pymc's --adapt-group")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     steps = {"facts": step_facts, "reference": step_reference, "mpi": step_mpi,

@@ -12,12 +12,14 @@
 #   1. nvidia-smi, versions, JAX devices, first PyMC import
 #   2. reference: pm.sample(nuts_sampler="numpyro"), 4 chains vectorized float64, TUNE+DRAWS
 #   3. mpi_pymc --sampler hmc, 4 chains float64, TUNE+DRAWS (directly comparable with 2)
-#   4. mpi_pymc --sampler hmc, 64 chains float32, 500+500
-#   5. mpi_pymc --sampler hmc, 1024 chains float32, 500+500 (NUTS did not finish these two in
-#      the first device run: vectorized NUTS waits for each step's deepest tree)
-#   6. the same with 500+1000: more draws per chain, so sampling, not start-up, dominates
-#   7. mpi_pymc NUTS (numpyro), 4 chains float64, TUNE+DRAWS (last: measured on the first run)
-#   8. collect: $OUT/gpu_results.json and $OUT/gpu_results.md; the whole log is
+#   4. mpi_pymc --sampler hmc, 64 chains float32, 500+500, --adapt-group 64
+#   5. mpi_pymc --sampler hmc, 1024 chains float32, 500+500, --adapt-group 1024 (NUTS did not
+#      finish these two in the first device run: vectorized NUTS waits for each step's deepest
+#      tree; the group shares one step size and length, so no chain waits for another)
+#   6. the same with 500+2000: more draws per chain, so sampling, not start-up, dominates
+#   7. step 5 with each chain adapting alone (--adapt-group 1), as the 2026-11 device runs did
+#   8. mpi_pymc NUTS (numpyro), 4 chains float64, TUNE+DRAWS (last: measured on the first run)
+#   9. collect: $OUT/gpu_results.json and $OUT/gpu_results.md; the whole log is
 #      $OUT/gpu_check.log, one JSON line per step in $OUT/steps.jsonl
 # STEPS="facts hmc_many" runs only the steps named (keys in want() below); default all.
 # Model: examples/logistic_regression.py with N=500,000, D=54 (SMOKE=1: N=2,000, D=5,
@@ -44,12 +46,12 @@ if [ "$SMOKE" = 1 ]; then
     TUNE=100 DRAWS=100 SMALL_TUNE=100 SMALL_DRAWS=100 LONG_DRAWS=300 MANY=16 MOST=64 SMOKE_FLAG=--smoke
 else
     export MPI_PYMC_N=${MPI_PYMC_N:-500000} MPI_PYMC_D=${MPI_PYMC_D:-54}
-    TUNE=1000 DRAWS=1000 SMALL_TUNE=500 SMALL_DRAWS=500 LONG_DRAWS=1000 MANY=64 MOST=1024 SMOKE_FLAG=
+    TUNE=1000 DRAWS=1000 SMALL_TUNE=500 SMALL_DRAWS=500 LONG_DRAWS=2000 MANY=64 MOST=1024 SMOKE_FLAG=
 fi
 DEADLINE=$((SECONDS + BUDGET))
 
 # want KEY: is step KEY among STEPS ("all", or some of: facts reference hmc4 hmc_many hmc_most
-# hmc_long nuts4)?
+# hmc_long hmc_alone nuts4)?
 want() {
     [ "$STEPS" = all ] || [[ " $STEPS " == *" $1 "* ]]
 }
@@ -129,15 +131,19 @@ main() {
     want hmc4 && step "mpi_pymc hmc f64 4 chains" 90 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
         --name hmc-f64-4ch --sampler hmc --chains 4 --precision float64 --tune $TUNE \
         --draws $DRAWS
-    want hmc_many && step "mpi_pymc hmc f32 $MANY chains" 80 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
-        --name "hmc-f32-${MANY}ch" --sampler hmc --chains $MANY --precision float32 \
-        --tune $SMALL_TUNE --draws $SMALL_DRAWS
-    want hmc_most && step "mpi_pymc hmc f32 $MOST chains" 170 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
-        --name "hmc-f32-${MOST}ch" --sampler hmc --chains $MOST --precision float32 \
-        --tune $SMALL_TUNE --draws $SMALL_DRAWS
-    want hmc_long && step "mpi_pymc hmc f32 $MOST chains, long" 150 $PYTHON benchmarks/gpu_check.py mpi \
-        "${g[@]}" --name "hmc-f32-${MOST}ch-long" --sampler hmc --chains $MOST \
-        --precision float32 --tune $SMALL_TUNE --draws $LONG_DRAWS
+    local f32=(--sampler hmc --precision float32 --tune $SMALL_TUNE)
+    want hmc_many && step "mpi_pymc hmc f32 $MANY chains" 80 $PYTHON benchmarks/gpu_check.py mpi \
+        "${g[@]}" "${f32[@]}" --name "hmc-f32-${MANY}ch" --chains $MANY --adapt-group $MANY \
+        --draws $SMALL_DRAWS
+    want hmc_most && step "mpi_pymc hmc f32 $MOST chains" 150 $PYTHON benchmarks/gpu_check.py mpi \
+        "${g[@]}" "${f32[@]}" --name "hmc-f32-${MOST}ch" --chains $MOST --adapt-group $MOST \
+        --draws $SMALL_DRAWS
+    want hmc_long && step "mpi_pymc hmc f32 $MOST chains, long" 200 $PYTHON benchmarks/gpu_check.py \
+        mpi "${g[@]}" "${f32[@]}" --name "hmc-f32-${MOST}ch-long" --chains $MOST \
+        --adapt-group $MOST --draws $LONG_DRAWS
+    want hmc_alone && step "mpi_pymc hmc f32 $MOST chains, alone" 150 $PYTHON benchmarks/gpu_check.py \
+        mpi "${g[@]}" "${f32[@]}" --name "hmc-f32-${MOST}ch-alone" --chains $MOST \
+        --draws $SMALL_DRAWS
     want nuts4 && step "mpi_pymc NUTS f64 4 chains" 100 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
         --name f64-4ch --chains 4 --precision float64 --tune $TUNE --draws $DRAWS
     echo

@@ -1014,6 +1014,11 @@ def _add_arguments(bench: argparse.ArgumentParser) -> None:
         help="numpyro (default), blackjax or hmc; baseline mode takes a list (numpyro,hmc)",
     )
     g.add_argument("--chain-method", default="vectorized", help="vectorized or sequential")
+    g.add_argument(
+        "--adapt-group",
+        type=int,
+        help="hmc runs: chains that pool their warmup adaptation (run's default: 1)",
+    )
     g.add_argument("--gpus-per-rank", type=int, help="GPUs per rank (default: run's default)")
     g.add_argument("--io", default="auto", help="auto, mpio or shards")
     g.add_argument("--chunk-draws", type=int, help="draws per chunk (run's default)")
@@ -1169,6 +1174,8 @@ def _run_options(args: argparse.Namespace, sampler: str) -> list[str]:
         options += ["--gpus-per-rank", str(args.gpus_per_rank)]
     if args.chunk_draws is not None:
         options += ["--chunk-draws", str(args.chunk_draws)]
+    if args.adapt_group is not None and sampler == "hmc":
+        options += ["--adapt-group", str(args.adapt_group)]
     return options
 
 

@@ -108,6 +108,14 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         default=10,
         help="NUTS max depth (10); hmc: at most 2**depth steps",
     )
+    g.add_argument(
+        "--adapt-group",
+        type=_positive_int,
+        default=1,
+        help="hmc: chains that pool their warmup adaptation, so they share step size, mass "
+        "matrix and trajectory length and step in lockstep (1: each chain adapts alone); must "
+        "divide every rank's chains",
+    )
     g.add_argument("--precision", default="float64", help="float64 (default) or float32")
     g = run.add_argument_group("devices and output")
     g.add_argument(
@@ -152,6 +160,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
         chain_method=args.chain_method,
         target_accept=args.target_accept,
         max_tree_depth=args.max_tree_depth,
+        adapt_group=args.adapt_group,
         precision=args.precision,
         gpus_per_rank=args.gpus_per_rank,
         chunk_draws=args.chunk_draws,

@@ -31,6 +31,7 @@ class RunConfig:
     chain_method: str = "vectorized"
     target_accept: float = 0.8
     max_tree_depth: int = 10
+    adapt_group: int = 1
     precision: str = "float64"
     gpus_per_rank: int | None = None
     chunk_draws: int = 100
@@ -50,6 +51,7 @@ class RunConfig:
             "chain_method",
             "target_accept",
             "max_tree_depth",
+            "adapt_group",
             "precision",
             "chunk_draws",
         )
@@ -65,6 +67,34 @@ def parse_model_spec(spec: str) -> tuple[str, str | None]:
     if sep and path and name.isidentifier():
         return path, name
     return spec, None
+
+
+def _check_adapt_group(config: RunConfig, chains: int, world_size: int) -> None:
+    group = config.adapt_group
+    if group < 1:
+        raise UserError(f"--adapt-group must be a positive integer, got {group}")
+    if group == 1:
+        return
+    if config.sampler != "hmc":
+        raise UserError(
+            f"--adapt-group pools hmc's warmup; --sampler {config.sampler} adapts each chain on "
+            "its own: pass --sampler hmc or drop --adapt-group"
+        )
+    if config.chain_method != "vectorized":
+        raise UserError(
+            "--adapt-group needs the chains of a group to step together: drop --chain-method "
+            "sequential or --adapt-group"
+        )
+    from mpi_pymc.seeding import chain_groups
+
+    sizes = sorted({len(g) for g in chain_groups(chains, world_size)})
+    if any(size % group for size in sizes):
+        per_rank = " or ".join(str(size) for size in sizes)
+        raise UserError(
+            f"--adapt-group {group} must divide every rank's chains ({chains} chains on "
+            f"{world_size} ranks gives {per_rank} per rank): pass --chains-per-rank a multiple "
+            f"of {group}"
+        )
 
 
 def default_out_path(model_path: str) -> str:
@@ -126,6 +156,7 @@ def validate(config: RunConfig, world_size: int) -> RunConfig:
             f"{world_size} ranks but only {chains} chains: every rank needs at least one chain; "
             f"pass --chains {world_size} or more, or launch fewer ranks"
         )
+    _check_adapt_group(config, chains, world_size)
     if config.overwrite and config.resume:
         raise UserError("--overwrite and --resume contradict each other: pick one")
     out = config.out or default_out_path(config.model_path)

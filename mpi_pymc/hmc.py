@@ -86,6 +86,8 @@ UTURN_HORIZON = 20
 # trajectory on past its end).
 MEASURE_EVERY = 4
 DIVERGENCE_ENERGY = 1000.0
+# vmap axis name of an adaptation group (see ``AdaptiveHmc``'s ``group_size``).
+GROUP_AXIS = "adaptation_group"
 INITIAL_STEPS = 4  # T before any U-turn is measured, in initial step sizes
 
 
@@ -242,14 +244,30 @@ def find_step_size(value_and_grad, position, logdensity, grad, inv_mass, key, ma
 
 
 class AdaptiveHmc:
-    """The per-chain kernel: ``init`` and ``step`` over an :class:`HmcState`."""
+    """The per-chain kernel: ``init`` and ``step`` over an :class:`HmcState`.
 
-    def __init__(self, logdensity, tune: int, target_accept: float, max_steps: int):
+    ``group_size`` > 1 pools warmup across an adaptation group of that many chains: the code is
+    still per chain, but must then run under a ``vmap`` over the group with ``axis_name=
+    GROUP_AXIS``. Every chain of a group adapts from the group's means — acceptance for the
+    step size, U-turn times for ``T``, and the pooled position variance of the window for the
+    mass matrix — so the chains of a group share one step size, one mass matrix and one ``T``,
+    and take the same number of leapfrogs at every iteration: vectorized, no chain waits for
+    another. A chain's draws then depend on the other chains of its group (not on the ranks).
+    """
+
+    def __init__(
+        self, logdensity, tune: int, target_accept: float, max_steps: int, group_size: int = 1
+    ):
         self.logdensity = logdensity
         self.tune = tune
         self.target_accept = target_accept
         self.max_steps = max_steps
+        self.group_size = group_size
         self.schedule = warmup_schedule(tune)
+
+    def _group_mean(self, value):
+        """The mean of ``value`` over the chain's adaptation group (itself when ungrouped)."""
+        return jax.lax.pmean(value, GROUP_AXIS) if self.group_size > 1 else value
 
     def init(self, key, position, data) -> HmcState:
         value_and_grad = jax.value_and_grad(lambda x: self.logdensity(x, data))
@@ -257,6 +275,7 @@ class AdaptiveHmc:
         key, search_key = jax.random.split(key)
         inv_mass = jnp.ones_like(position)
         step_size = find_step_size(value_and_grad, position, logdensity, grad, inv_mass, search_key)
+        step_size = jnp.exp(self._group_mean(jnp.log(step_size)))
         zero = jnp.zeros((), position.dtype)
         return HmcState(
             i=jnp.zeros((), jnp.int32),
@@ -279,6 +298,16 @@ class AdaptiveHmc:
             uturn_final_sum=zero,
             uturn_final_count=zero,
         )
+
+    def _pooled_variance(self, count, mean, m2):
+        """The window's position variance and its draw count, over the adaptation group: the
+        chains' sums of squares about the group mean, so spread between chains counts too."""
+        if self.group_size == 1:
+            return m2 / jnp.maximum(count - 1.0, 1.0), count
+        group_mean = self._group_mean(mean)
+        total_m2 = self.group_size * self._group_mean(m2 + count * (mean - group_mean) ** 2)
+        total = self.group_size * count
+        return total_m2 / jnp.maximum(total - 1.0, 1.0), total
 
     def steps_for(self, state: HmcState):
         """Leapfrog steps of this iteration: ``ceil(u_i T / max(eps, eps_avg))`` within ``[1,
@@ -356,12 +385,14 @@ class AdaptiveHmc:
         # Dual averaging of the log step size.
         count = old.da_count + 1
         weight = 1.0 / (count + DA_T0)
+        accept_prob = self._group_mean(accept_prob)
         hbar = (1.0 - weight) * old.da_hbar + weight * (self.target_accept - accept_prob)
         log_step = old.da_mu - jnp.sqrt(count) / DA_GAMMA * hbar
         eta = count ** (-DA_KAPPA)
         log_avg = eta * log_step + (1.0 - eta) * old.da_log_avg
 
         # Running mean of U-turn times, and their mean over the last fast window.
+        uturn_time = self._group_mean(uturn_time)
         uturn_count = old.uturn_count + jnp.where(measured, 1.0, 0.0)
         uturn_mean = jnp.where(
             measured,
@@ -378,8 +409,8 @@ class AdaptiveHmc:
         delta = new.position - old.wf_mean
         wf_mean = jnp.where(slow, old.wf_mean + delta / jnp.maximum(wf_count, 1.0), old.wf_mean)
         wf_m2 = jnp.where(slow, old.wf_m2 + delta * (new.position - wf_mean), old.wf_m2)
-        variance = wf_m2 / jnp.maximum(wf_count - 1.0, 1.0)
-        regularised = (wf_count / (wf_count + 5.0)) * variance + 1e-3 * (5.0 / (wf_count + 5.0))
+        variance, n = self._pooled_variance(wf_count, wf_mean, wf_m2)
+        regularised = (n / (n + 5.0)) * variance + 1e-3 * (5.0 / (n + 5.0))
         restart = window_end
 
         trajectory = TRAJECTORY_SCALE * uturn_mean

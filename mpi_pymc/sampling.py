@@ -184,6 +184,7 @@ class _HmcBackend:
             tune=config.tune,
             target_accept=config.target_accept,
             max_steps=2**config.max_tree_depth,
+            group_size=config.adapt_group,
         )
 
     def init(self, key, position, data):
@@ -228,6 +229,31 @@ def _loop_steps(step, length: int, record: bool):
     return run
 
 
+def _vmap_groups(fn, in_axes, group_size: int):
+    """``vmap`` of a per-chain ``fn`` over chains in adaptation groups of ``group_size``.
+
+    The chain axis (0) splits into (groups, group_size); the inner ``vmap`` names its axis
+    :data:`~mpi_pymc.hmc.GROUP_AXIS`, so the kernel's ``pmean`` averages over a group only.
+    """
+    from mpi_pymc.hmc import GROUP_AXIS
+
+    inner = jax.vmap(fn, in_axes=in_axes, axis_name=GROUP_AXIS)
+    outer = jax.vmap(inner, in_axes=in_axes)
+
+    def split(x):
+        return x.reshape(-1, group_size, *x.shape[1:])
+
+    def mapped(*args):
+        args = [
+            jax.tree_util.tree_map(split, arg) if axis == 0 else arg
+            for arg, axis in zip(args, in_axes, strict=True)
+        ]
+        out = outer(*args)
+        return jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), out)
+
+    return mapped
+
+
 def _stack(trees):
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
 
@@ -251,12 +277,17 @@ class ChainGroupSampler:
         self.vectorized = config.chain_method == "vectorized"
         self.tune = config.tune
         self.chunk = min(config.chunk_draws, max(config.draws, config.tune, 1))
+        self.group_size = config.adapt_group
         self._cache: dict = {}
 
     def _compiled_fn(self, name: str, fn, in_axes):
         """jit (and vmap, when vectorized) ``fn`` once per name."""
         if name not in self._cache:
-            self._cache[name] = jax.jit(jax.vmap(fn, in_axes=in_axes) if self.vectorized else fn)
+            if self.group_size > 1:
+                mapped = _vmap_groups(fn, in_axes, self.group_size)
+            else:
+                mapped = jax.vmap(fn, in_axes=in_axes) if self.vectorized else fn
+            self._cache[name] = jax.jit(mapped)
         return self._cache[name]
 
     def _map_chains(self, name: str, fn, in_axes, batched_args, shared_args):

@@ -82,6 +82,7 @@ def test_ranks_that_disagree_are_named(tmp_path, name):
         (["--draws", "-3"], "--draws must be a positive integer"),
         (["--sampler", "gibbs"], "unknown --sampler 'gibbs'"),
         (["--chains", "1"], "every rank needs at least one chain"),
+        (["--sampler", "hmc", "--adapt-group", "2", "--chains", "6"], "must divide every rank's"),
         (["--out", "/nonexistent/dir/o.h5"], "does not exist: create it first"),
         (["--out", "/proc/o.h5"], "output directory '/proc' is not writable"),
     ],

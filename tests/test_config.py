@@ -15,6 +15,11 @@ def test_model_spec_with_and_without_name():
     assert parse_model_spec("C:/x/m.py") == ("C:/x/m.py", None)
 
 
+def test_adapt_group_dividing_every_ranks_chains_is_accepted():
+    assert validate(cfg(sampler="hmc", adapt_group=2, chains=12), 3).adapt_group == 2
+    assert validate(cfg(sampler="hmc", adapt_group=4, chains_per_rank=8), 3).chains == 24
+
+
 def test_defaults_resolve_chains_and_output():
     out = validate(cfg(), 2)
     assert out.chains == 4 and out.out == "eight_schools.h5"
@@ -35,6 +40,10 @@ def test_defaults_resolve_chains_and_output():
         ({"chains": 2}, "every rank needs at least one chain"),
         ({"chains": 4, "chains_per_rank": 1}, "not both"),
         ({"overwrite": True, "resume": True}, "contradict"),
+        ({"adapt_group": 3}, "--adapt-group pools hmc's warmup; --sampler numpyro"),
+        ({"adapt_group": 3, "sampler": "hmc", "chain_method": "sequential"}, "sequential"),
+        ({"adapt_group": 2, "sampler": "hmc", "chains": 9}, "gives 3 per rank"),
+        ({"adapt_group": 2, "sampler": "hmc", "chains": 7}, "gives 2 or 3 per rank"),
         ({"model_path": "missing.py"}, "does not exist"),
         ({"model_path": "model.txt"}, "not a .py file"),
     ],

@@ -13,12 +13,14 @@ import pytest
 
 from mpi_pymc import diagnostics
 from mpi_pymc.hmc import (
+    GROUP_AXIS,
     JITTER_LOW,
     TRAJECTORY_SCALE,
     AdaptiveHmc,
     van_der_corput,
     warmup_schedule,
 )
+from mpi_pymc.sampling import _vmap_groups
 
 jax.config.update("jax_enable_x64", True)
 
@@ -56,14 +58,19 @@ def _logdensity(x, data):
     return -0.5 * jnp.sum(((x - means) / SDS) ** 2)
 
 
-@pytest.fixture(scope="module")
-def gaussian_run():
-    tune, draws, chains = 1000, 1000, 4
-    kernel = AdaptiveHmc(_logdensity, tune=tune, target_accept=0.8, max_steps=1024)
+def _run(tune, draws, chains, group_size=1):
+    """Warmup then sampling of ``chains`` vmapped chains (in adaptation groups if asked)."""
+    kernel = AdaptiveHmc(
+        _logdensity, tune=tune, target_accept=0.8, max_steps=1024, group_size=group_size
+    )
     data = (jnp.asarray(MEANS),)
     keys = jax.random.split(jax.random.PRNGKey(3), chains)
     starts = jnp.asarray(np.random.default_rng(0).uniform(-2, 2, (chains, MEANS.size)))
-    state = jax.vmap(kernel.init, in_axes=(0, 0, None))(keys, starts, data)
+
+    def vmap(fn, in_axes):
+        return _vmap_groups(fn, in_axes, group_size) if group_size > 1 else jax.vmap(fn, in_axes)
+
+    state = vmap(kernel.init, (0, 0, None))(keys, starts, data)
 
     def warm(s, _):
         return kernel.warmup_step(s, data)[0], None
@@ -73,18 +80,31 @@ def gaussian_run():
         return s, (position, stats)
 
     run = jax.jit(
-        jax.vmap(
+        vmap(
             lambda s: (lambda w: (w, jax.lax.scan(sample, w, None, length=draws)[1]))(
                 jax.lax.scan(warm, s, None, length=tune)[0]
-            )
+            ),
+            (0,),
         )
     )
     adapted, (positions, stats) = run(state)
     return adapted, np.asarray(positions), {k: np.asarray(v) for k, v in stats.items()}
 
 
-def test_gaussian_means_and_sds_within_mcse(gaussian_run):
-    _, positions, stats = gaussian_run
+@pytest.fixture(scope="module")
+def gaussian_run():
+    return _run(tune=1000, draws=1000, chains=4)
+
+
+@pytest.fixture(scope="module")
+def grouped_run():
+    """8 chains in two adaptation groups of 4, a shorter warmup (pooling needs fewer)."""
+    return _run(tune=400, draws=500, chains=8, group_size=4)
+
+
+@pytest.mark.parametrize("run", ["gaussian_run", "grouped_run"])
+def test_gaussian_means_and_sds_within_mcse(run, request):
+    _, positions, stats = request.getfixturevalue(run)
     assert not stats["diverging"].any()
     ess = diagnostics.ess_bulk(positions)
     assert ess.min() > 1000  # 4000 draws of an easy target
@@ -139,3 +159,39 @@ def test_warmup_steps_capped_by_the_averaged_step_size():
     assert int(kernel.steps_for(above)) == int(np.ceil(u * 2.0 / 0.4))
     settled = dipped._replace(log_step_size=jnp.log(0.2))
     assert int(kernel.steps_for(settled)) == int(np.ceil(u * 2.0 / 0.2))
+
+
+def test_a_group_shares_its_adapted_settings_and_steps_in_lockstep(grouped_run):
+    adapted, _, stats = grouped_run
+    for name in ("log_step_size", "inverse_mass_matrix", "trajectory"):
+        value = np.asarray(getattr(adapted, name))
+        for group in (value[:4], value[4:]):
+            np.testing.assert_array_equal(group, np.broadcast_to(group[0], group.shape), name)
+        assert not np.array_equal(value[0], value[4]), name  # groups adapt apart
+    steps = stats["n_steps"]
+    np.testing.assert_array_equal(steps[:4], np.broadcast_to(steps[0], steps[:4].shape))
+    np.testing.assert_array_equal(steps[4:], np.broadcast_to(steps[4], steps[4:].shape))
+    # The pooled variance over 4 chains x 200 window draws: within its noise of the truth.
+    ratio = np.asarray(adapted.inverse_mass_matrix[0]) / SDS**2
+    assert np.all((ratio > 0.7) & (ratio < 1.4)), ratio
+    trajectory = float(adapted.trajectory[0])
+    assert abs(trajectory / (TRAJECTORY_SCALE * np.pi) - 1) < 0.35, trajectory
+    acceptance = stats["acceptance_rate"][:4].mean()
+    assert 0.7 < acceptance < 0.95, acceptance
+
+
+def test_pooled_variance_counts_the_spread_between_chains():
+    kernel = AdaptiveHmc(_logdensity, tune=10, target_accept=0.8, max_steps=8, group_size=3)
+    rng = np.random.default_rng(5)
+    # Three chains' windows, 40 draws each, centred apart: the pooled variance must see it.
+    windows = (
+        rng.normal(size=(3, 40, 2)) + np.array([[0.0, 0.0], [3.0, -1.0], [-2.0, 5.0]])[:, None]
+    )
+    count = jnp.full((3,), 40.0)
+    mean = jnp.asarray(windows.mean(axis=1))
+    m2 = jnp.asarray(((windows - windows.mean(axis=1, keepdims=True)) ** 2).sum(axis=1))
+    pooled = jax.vmap(kernel._pooled_variance, axis_name=GROUP_AXIS)(count, mean, m2)
+    variance, total = np.asarray(pooled[0]), np.asarray(pooled[1])
+    expected = windows.reshape(-1, 2).var(axis=0, ddof=1)
+    np.testing.assert_allclose(variance, np.broadcast_to(expected, (3, 2)), rtol=1e-12)
+    np.testing.assert_array_equal(total, [120.0] * 3)

@@ -149,6 +149,28 @@ def test_hmc_sampler_same_draws_for_any_ranks_and_chunking(tmp_path):
     assert (vectorized["sample_stats/n_steps"] >= 1).all()
 
 
+def test_hmc_adaptation_groups_step_together_and_keep_draws_rank_independent(tmp_path):
+    """--adapt-group 2: a group's chains share step size and steps, and a group's draws do not
+    depend on the other ranks (chains 0-1 alone on 1 rank = chains 0-1 of 4 on 2 ranks)."""
+    runs = {}
+    for ranks, chains in ((1, "2"), (2, "4")):
+        out = tmp_path / f"group{ranks}.h5"
+        options = [*COMMON, "--chains", chains, "--sampler", "hmc", "--adapt-group", "2"]
+        proc = run_ranks(ranks, ["run", str(EIGHT_SCHOOLS), *options, "--out", str(out)],
+                         cwd=tmp_path)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        runs[ranks] = _draws(out)
+        with h5py.File(out) as f:
+            step_size = f["sample_stats"]["step_size"][()]
+    for key, values in runs[1].items():
+        np.testing.assert_array_equal(values, runs[2][key][:2], err_msg=key)
+    steps = runs[2]["sample_stats/n_steps"]
+    np.testing.assert_array_equal(steps[0], steps[1])
+    np.testing.assert_array_equal(steps[2], steps[3])
+    np.testing.assert_array_equal(step_size[0], step_size[1])
+    assert step_size[0, 0] != step_size[2, 0]  # the two groups adapt apart
+
+
 def test_ranks_of_a_node_share_one_copy_of_the_data(tmp_path):
     """Data over 1 MB live once per node (MPI shared memory); the draws do not change."""
     draws = {}
