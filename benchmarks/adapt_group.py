@@ -32,7 +32,7 @@ def run_one(compiled, chains: int, tune: int, draws: int, group: int, seed: int)
     import numpy as np
 
     from mpi_pymc import diagnostics
-    from mpi_pymc.hmc import AdaptiveHmc
+    from mpi_pymc.hmc import MEASURE_EVERY, AdaptiveHmc
     from mpi_pymc.sampling import _vmap_groups
 
     kernel = AdaptiveHmc(compiled.logdensity, tune, 0.8, 1024, group_size=group)
@@ -47,8 +47,12 @@ def run_one(compiled, chains: int, tune: int, draws: int, group: int, seed: int)
         return jax.jit(vmap(run, (0, None)))
 
     def warm(state, data):
-        new, _, stats = kernel.warmup_step(state, data)
-        return new, stats["n_steps"]
+        # kernel.warmup_step, unrolled to count the leapfrogs of a U-turn run-on as well.
+        measure = state.i % MEASURE_EVERY == 0
+        moved, stats, uturn_time = kernel._transition(state, data, measure=measure)
+        new = kernel._adapt(state, moved, stats["acceptance_rate"], uturn_time, measure)
+        run_on = jnp.where(measure, jnp.round(uturn_time / stats["step_size"]), 0)
+        return new, jnp.maximum(stats["n_steps"], run_on.astype(stats["n_steps"].dtype))
 
     def sample(state, data):
         new, position, stats = kernel.step(state, data)

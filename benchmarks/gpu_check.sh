@@ -13,7 +13,7 @@
 #   2. reference: pm.sample(nuts_sampler="numpyro"), 4 chains vectorized float64, TUNE+DRAWS
 #   3. mpi_pymc --sampler hmc, 4 chains float64, TUNE+DRAWS (directly comparable with 2)
 #   4. mpi_pymc --sampler hmc, 64 chains float32, 500+500, --adapt-group 64
-#   5. mpi_pymc --sampler hmc, 1024 chains float32, 500+500, --adapt-group 1024 (NUTS did not
+#   5. mpi_pymc --sampler hmc, 1024 chains float32, 500+500, --adapt-group 64 (NUTS did not
 #      finish these two in the first device run: vectorized NUTS waits for each step's deepest
 #      tree; the group shares one step size and length, so no chain waits for another)
 #   6. the same with 500+2000: more draws per chain, so sampling, not start-up, dominates
@@ -136,11 +136,11 @@ main() {
         "${g[@]}" "${f32[@]}" --name "hmc-f32-${MANY}ch" --chains $MANY --adapt-group $MANY \
         --draws $SMALL_DRAWS
     want hmc_most && step "mpi_pymc hmc f32 $MOST chains" 150 $PYTHON benchmarks/gpu_check.py mpi \
-        "${g[@]}" "${f32[@]}" --name "hmc-f32-${MOST}ch" --chains $MOST --adapt-group $MOST \
+        "${g[@]}" "${f32[@]}" --name "hmc-f32-${MOST}ch" --chains $MOST --adapt-group $MANY \
         --draws $SMALL_DRAWS
     want hmc_long && step "mpi_pymc hmc f32 $MOST chains, long" 200 $PYTHON benchmarks/gpu_check.py \
         mpi "${g[@]}" "${f32[@]}" --name "hmc-f32-${MOST}ch-long" --chains $MOST \
-        --adapt-group $MOST --draws $LONG_DRAWS
+        --adapt-group $MANY --draws $LONG_DRAWS
     want hmc_alone && step "mpi_pymc hmc f32 $MOST chains, alone" 150 $PYTHON benchmarks/gpu_check.py \
         mpi "${g[@]}" "${f32[@]}" --name "hmc-f32-${MOST}ch-alone" --chains $MOST \
         --draws $SMALL_DRAWS
