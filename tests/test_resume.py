@@ -160,3 +160,29 @@ def test_exception_on_one_rank_ends_every_rank_fast_and_keeps_flushed_draws(tmp_
     done = int(partial["draws_completed"].min())
     assert done >= 200 - 25  # the chunks before the failure were flushed and claimed
     assert np.isfinite(partial["posterior/mu"][:, :done]).all()
+
+
+def test_hmc_adaptation_groups_resume_after_a_failure_equals_uninterrupted(tmp_path):
+    """--adapt-group 2, vectorized: the checkpoint holds each chain's share of its group's
+    settings, so a run that failed mid-sampling resumes to the uninterrupted draws."""
+    settings = ["--draws", "150", "--tune", "60", "--chains", "4", "--seed", "5",
+                "--chunk-draws", "25", "--sampler", "hmc", "--adapt-group", "2"]  # fmt: skip
+    ref, out = tmp_path / "ref.h5", tmp_path / "run.h5"
+    proc = run_ranks(2, ["run", str(EIGHT_SCHOOLS), *settings, "--out", str(ref)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_ranks(
+        2,
+        ["run", str(EIGHT_SCHOOLS), *settings, "--out", str(out)],
+        cwd=tmp_path,
+        extra_env={"MPI_PYMC_INJECT_FAULT": "1:100"},
+    )
+    assert proc.returncode not in (0, 2, 3), proc.stderr
+    done = int(_posterior(out)["draws_completed"].min())
+    assert 0 < done < 150
+    proc = run_ranks(
+        2, ["run", str(EIGHT_SCHOOLS), *settings, "--out", str(out), "--resume"], cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    resumed, uninterrupted = _posterior(out), _posterior(ref)
+    for key in ("posterior/mu", "posterior/theta", "sample_stats/lp", "sample_stats/step_size"):
+        np.testing.assert_array_equal(resumed[key], uninterrupted[key], err_msg=key)
