@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -129,6 +130,12 @@ def compile_model(model, precision: str = "float64") -> CompiledModel:
     # the integrator's error, step-size adaptation shrinks the step to chase that noise, and
     # trajectories hit the step cap. The data-bound products here lose nothing to it.
     jax.config.update("jax_default_matmul_precision", "highest")
+    if precision == "float32":
+        # PyTensor's JAX reductions ask for float64 accumulators; with x64 off JAX gives float32,
+        # which is what float32 means here, and would warn at every trace of the log-density.
+        warnings.filterwarnings(
+            "ignore", message="Explicitly requested dtype float64", category=UserWarning
+        )
     float_dtype = np.float64 if precision == "float64" else np.float32
     value_vars = list(model.value_vars)
     logp = model.logp()
