@@ -285,7 +285,8 @@ class AdaptiveHmc:
         key, search_key = jax.random.split(key)
         inv_mass = jnp.ones_like(position)
         step_size = find_step_size(value_and_grad, position, logdensity, grad, inv_mass, search_key)
-        step_size = jnp.exp(self._group_mean(jnp.log(step_size)))
+        if self.group_size > 1:  # the group starts from its chains' geometric mean
+            step_size = jnp.exp(self._group_mean(jnp.log(step_size)))
         zero = jnp.zeros((), position.dtype)
         return HmcState(
             i=jnp.zeros((), jnp.int32),
