@@ -33,18 +33,15 @@ def run_one(compiled, chains: int, tune: int, draws: int, group: int, seed: int)
 
     from mpi_pymc import diagnostics
     from mpi_pymc.hmc import MEASURE_EVERY, AdaptiveHmc
-    from mpi_pymc.sampling import _vmap_groups
+    from mpi_pymc.sampling import vmap_chains
 
     kernel = AdaptiveHmc(compiled.logdensity, tune, 0.8, 1024, group_size=group)
-
-    def vmap(fn, in_axes):
-        return _vmap_groups(fn, in_axes, group) if group > 1 else jax.vmap(fn, in_axes)
 
     def scan(step, length):
         def run(state, data):
             return jax.lax.scan(lambda s, _: step(s, data), state, None, length=length)
 
-        return jax.jit(vmap(run, (0, None)))
+        return jax.jit(vmap_chains(run, (0, None), group))
 
     def warm(state, data):
         # kernel.warmup_step, unrolled to count the leapfrogs of a U-turn run-on as well.
@@ -62,7 +59,7 @@ def run_one(compiled, chains: int, tune: int, draws: int, group: int, seed: int)
     jitter = np.random.default_rng(seed).uniform(-1, 1, (chains, start.size))
     keys = jax.random.split(jax.random.PRNGKey(seed), chains)
     data = compiled.data
-    state = jax.jit(vmap(kernel.init, (0, 0, None)))(
+    state = jax.jit(vmap_chains(kernel.init, (0, 0, None), group))(
         keys, jnp.asarray((start + jitter).astype(start.dtype)), data
     )
     warmup = scan(warm, tune).lower(state, data).compile()

@@ -51,16 +51,13 @@ def targets() -> dict:
 def run(logdensity, dim: int, seed: int, group: int) -> dict:
     from mpi_pymc import diagnostics
     from mpi_pymc.hmc import AdaptiveHmc
-    from mpi_pymc.sampling import _vmap_groups
+    from mpi_pymc.sampling import vmap_chains
 
     kernel = AdaptiveHmc(lambda x, data: logdensity(x), TUNE, 0.8, max_steps=1024, group_size=group)
 
-    def vmap(fn, in_axes):
-        return _vmap_groups(fn, in_axes, group) if group > 1 else jax.vmap(fn, in_axes)
-
     keys = jax.random.split(jax.random.PRNGKey(seed), CHAINS)
     starts = jnp.asarray(np.random.default_rng(0).uniform(-2, 2, (CHAINS, dim)))
-    state = vmap(kernel.init, (0, 0, None))(keys, starts, ())
+    state = vmap_chains(kernel.init, (0, 0, None), group)(keys, starts, ())
 
     def chain(state):
         state = jax.lax.scan(
@@ -73,7 +70,7 @@ def run(logdensity, dim: int, seed: int, group: int) -> dict:
 
         return jax.lax.scan(sample, state, None, length=DRAWS)[1]
 
-    positions, steps = jax.jit(vmap(chain, (0,)))(state)
+    positions, steps = jax.jit(vmap_chains(chain, (0,), group))(state)
     positions = np.asarray(positions)
     gradients = float(np.asarray(steps).sum())
     bulk = diagnostics.ess_bulk(positions).min()

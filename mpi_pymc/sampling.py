@@ -229,12 +229,15 @@ def _loop_steps(step, length: int, record: bool):
     return run
 
 
-def _vmap_groups(fn, in_axes, group_size: int):
-    """``vmap`` of a per-chain ``fn`` over chains in adaptation groups of ``group_size``.
+def vmap_chains(fn, in_axes, group_size: int = 1):
+    """``vmap`` of a per-chain ``fn`` over the chain axis (0), in adaptation groups if asked.
 
-    The chain axis (0) splits into (groups, group_size); the inner ``vmap`` names its axis
-    :data:`~mpi_pymc.hmc.GROUP_AXIS`, so the kernel's ``pmean`` averages over a group only.
+    With ``group_size`` > 1 the chain axis splits into (groups, group_size) and the inner
+    ``vmap`` names its axis :data:`~mpi_pymc.hmc.GROUP_AXIS`, so the kernel's ``pmean``
+    averages over a group only; with 1 it is a plain ``vmap``.
     """
+    if group_size == 1:
+        return jax.vmap(fn, in_axes=in_axes)
     from mpi_pymc.hmc import GROUP_AXIS
 
     inner = jax.vmap(fn, in_axes=in_axes, axis_name=GROUP_AXIS)
@@ -283,10 +286,7 @@ class ChainGroupSampler:
     def _compiled_fn(self, name: str, fn, in_axes):
         """jit (and vmap, when vectorized) ``fn`` once per name."""
         if name not in self._cache:
-            if self.group_size > 1:
-                mapped = _vmap_groups(fn, in_axes, self.group_size)
-            else:
-                mapped = jax.vmap(fn, in_axes=in_axes) if self.vectorized else fn
+            mapped = vmap_chains(fn, in_axes, self.group_size) if self.vectorized else fn
             self._cache[name] = jax.jit(mapped)
         return self._cache[name]
 

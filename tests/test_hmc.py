@@ -20,7 +20,7 @@ from mpi_pymc.hmc import (
     van_der_corput,
     warmup_schedule,
 )
-from mpi_pymc.sampling import _vmap_groups
+from mpi_pymc.sampling import vmap_chains
 
 jax.config.update("jax_enable_x64", True)
 
@@ -67,10 +67,7 @@ def _run(tune, draws, chains, group_size=1):
     keys = jax.random.split(jax.random.PRNGKey(3), chains)
     starts = jnp.asarray(np.random.default_rng(0).uniform(-2, 2, (chains, MEANS.size)))
 
-    def vmap(fn, in_axes):
-        return _vmap_groups(fn, in_axes, group_size) if group_size > 1 else jax.vmap(fn, in_axes)
-
-    state = vmap(kernel.init, (0, 0, None))(keys, starts, data)
+    state = vmap_chains(kernel.init, (0, 0, None), group_size)(keys, starts, data)
 
     def warm(s, _):
         return kernel.warmup_step(s, data)[0], None
@@ -80,11 +77,12 @@ def _run(tune, draws, chains, group_size=1):
         return s, (position, stats)
 
     run = jax.jit(
-        vmap(
+        vmap_chains(
             lambda s: (lambda w: (w, jax.lax.scan(sample, w, None, length=draws)[1]))(
                 jax.lax.scan(warm, s, None, length=tune)[0]
             ),
             (0,),
+            group_size,
         )
     )
     adapted, (positions, stats) = run(state)
