@@ -76,8 +76,14 @@ def read_checkpoint(path: str) -> Checkpoint:
     return Checkpoint(leaves=leaves, meta=meta)
 
 
+# Settings added after checkpoints were first written, with the value older runs used: a
+# checkpoint that lacks one ran with it, so it still resumes.
+LATER_SETTINGS = {"adapt_group": 1}
+
+
 def settings_differences(stored: dict, current: dict) -> list[str]:
     """Human-readable list of settings that changed between the checkpoint and this run."""
+    stored = {**LATER_SETTINGS, **stored}
     return [
         f"{key}: checkpoint {stored.get(key)!r}, now {current.get(key)!r}"
         for key in sorted(set(stored) | set(current))

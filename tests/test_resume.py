@@ -24,7 +24,7 @@ from helpers import (
     wait_ranks_gone,
 )
 
-from mpi_pymc.checkpoint import checkpoint_path
+from mpi_pymc.checkpoint import checkpoint_path, settings_differences
 
 SETTINGS = ["--draws", "1000", "--tune", "100", "--chains", "4", "--seed", "5",
             "--chunk-draws", "25", "--chain-method", "sequential"]  # fmt: skip
@@ -186,3 +186,12 @@ def test_hmc_adaptation_groups_resume_after_a_failure_equals_uninterrupted(tmp_p
     resumed, uninterrupted = _posterior(out), _posterior(ref)
     for key in ("posterior/mu", "posterior/theta", "sample_stats/lp", "sample_stats/step_size"):
         np.testing.assert_array_equal(resumed[key], uninterrupted[key], err_msg=key)
+
+
+def test_a_checkpoint_from_before_adapt_group_still_resumes():
+    """Checkpoints written before --adapt-group existed ran each chain alone (G = 1)."""
+    old = {"draws": 1000, "sampler": "hmc"}
+    assert settings_differences(old, {**old, "adapt_group": 1}) == []
+    assert settings_differences(old, {**old, "adapt_group": 4}) == [
+        "adapt_group: checkpoint 1, now 4"
+    ]
