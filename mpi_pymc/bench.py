@@ -526,9 +526,9 @@ def gpu_facts() -> list[dict]:
 
 
 def machine_facts(launcher: list[str] | None = None) -> dict:
-    cores_available = (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    )
+    from mpi_pymc.topology import usable_cores
+
+    cores_available = usable_cores()
     facts = {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),

@@ -19,13 +19,14 @@ Conventions copied from ArviZ, on purpose:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import special
 from scipy.fftpack import next_fast_len  # ArviZ pads its FFT to this length; keep the same.
+
+from mpi_pymc.topology import usable_cores  # a pinned rank's own cores, not the node's
 
 MIN_DRAWS = 4
 TAIL_PROBS = (0.05, 0.95)
@@ -75,13 +76,6 @@ def split_chains(draws: np.ndarray) -> np.ndarray:
     return np.concatenate((draws[:, :half], draws[:, n_draws - half :]), axis=0)
 
 
-def _usable_cores() -> int:
-    """Cores this process may run on: its affinity mask (a pinned rank's own cores)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
-
-
 def rank_normalize(draws: np.ndarray) -> np.ndarray:
     """Normal scores of the pooled ranks of each parameter (all chains and draws together).
 
@@ -118,7 +112,7 @@ def rank_normalize(draws: np.ndarray) -> np.ndarray:
             sorted_scores = special.ndtri((mean_rank[group] - _BLOM_OFFSET) / scale)
         scores[param, order] = sorted_scores
 
-    workers = min(n_params, _usable_cores(), 16)
+    workers = min(n_params, usable_cores(), 16)
     if workers > 1 and size * n_params > 100_000:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(one, range(n_params)))

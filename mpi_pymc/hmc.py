@@ -312,9 +312,8 @@ class AdaptiveHmc:
 
     def _pooled_variance(self, count, mean, m2):
         """The window's position variance and its draw count, over the adaptation group: the
-        chains' sums of squares about the group mean, so spread between chains counts too."""
-        if self.group_size == 1:
-            return m2 / jnp.maximum(count - 1.0, 1.0), count
+        chains' sums of squares about the group mean, so spread between chains counts too.
+        Ungrouped this is the chain's own ``m2 / (count - 1)``, exactly."""
         group_mean = self._group_mean(mean)
         total_m2 = self.group_size * self._group_mean(m2 + count * (mean - group_mean) ** 2)
         total = self.group_size * count

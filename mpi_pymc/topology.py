@@ -75,10 +75,16 @@ def assign_gpus(
     return visible[local_rank * k : (local_rank + 1) * k]
 
 
+def usable_cores() -> int:
+    """Cores this process may run on: its affinity mask (a pinned rank's own cores)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def cpu_threads_per_rank(local_size: int) -> int:
     """Cores this rank may use: its affinity mask, shared fairly with node-local peers."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
+    cores = usable_cores()
     # A launcher that pinned each rank to its own cores leaves small disjoint masks; one that
     # did not leaves every rank the whole node, which we then divide.
     total = os.cpu_count() or cores
