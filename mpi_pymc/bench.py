@@ -32,12 +32,14 @@ from typing import Any
 
 MODES = ("weak", "strong", "chains", "baseline")
 LAUNCHERS = ("auto", "mpirun", "srun", "none")
-BASELINE_METHODS = ("pymc", "numpyro_vectorized", "numpyro_parallel", "nutpie")
+BASELINE_METHODS = ("pymc", "numpyro_vectorized", "numpyro_parallel", "nutpie", "nutpie_jax")
 BASELINE_TITLES = {
     "pymc": "pm.sample() (PyMC NUTS, cores=N)",
     "numpyro_vectorized": 'pm.sample(nuts_sampler="numpyro", chain_method="vectorized")',
     "numpyro_parallel": 'pm.sample(nuts_sampler="numpyro", chain_method="parallel")',
     "nutpie": 'pm.sample(nuts_sampler="nutpie")',
+    "nutpie_jax": 'pm.sample(nuts_sampler="nutpie", nuts_sampler_kwargs={"backend": "jax", '
+    '"gradient_backend": "jax"})',
 }
 TIMING_KEYS = (
     "startup",

@@ -87,14 +87,18 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     g = run.add_argument_group("sampler")
     g.add_argument(
         "--sampler",
-        default="numpyro",
-        help="numpyro (NUTS, default), blackjax (NUTS) or hmc (adaptive jittered HMC: fixed-length "
-        "trajectories learned in warmup; lockstep-friendly for many chains per GPU)",
+        default="nuts",
+        help="nuts (the project's NUTS, default: Stan's algorithm and warmup, one loop of "
+        "leapfrogs per transition), numpyro (numpyro's NUTS), blackjax (blackjax's NUTS) or hmc "
+        "(adaptive jittered HMC: fixed-length trajectories learned in warmup; lockstep-friendly "
+        "for many chains per GPU)",
     )
     g.add_argument(
         "--chain-method",
-        default="vectorized",
-        help="vectorized (vmap a rank's chains, default) or sequential (one after another)",
+        default="auto",
+        help="auto (default: sequential on a CPU rank, where vectorized NUTS chains wait for the "
+        "deepest tree; vectorized on a GPU, and with --adapt-group), vectorized (vmap a rank's "
+        "chains) or sequential (one after another)",
     )
     g.add_argument(
         "--target-accept",

@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SAMPLERS = ("numpyro", "blackjax", "hmc")
-CHAIN_METHODS = ("vectorized", "sequential")
+SAMPLERS = ("nuts", "numpyro", "blackjax", "hmc")
+CHAIN_METHODS = ("auto", "vectorized", "sequential")
 PRECISIONS = ("float64", "float32")
 IO_MODES = ("auto", "mpio", "shards")
 
@@ -27,8 +27,8 @@ class RunConfig:
     chains_per_rank: int | None = None
     seed: int | None = None
     out: str | None = None
-    sampler: str = "numpyro"
-    chain_method: str = "vectorized"
+    sampler: str = "nuts"
+    chain_method: str = "auto"
     target_accept: float = 0.8
     max_tree_depth: int = 10
     adapt_group: int = 1
@@ -80,7 +80,7 @@ def _check_adapt_group(config: RunConfig, chains: int, world_size: int) -> None:
             f"--adapt-group pools hmc's warmup; --sampler {config.sampler} adapts each chain on "
             "its own: pass --sampler hmc or drop --adapt-group"
         )
-    if config.chain_method != "vectorized":
+    if config.chain_method == "sequential":
         raise UserError(
             "--adapt-group needs the chains of a group to step together: drop --chain-method "
             "sequential or --adapt-group"
@@ -95,6 +95,20 @@ def _check_adapt_group(config: RunConfig, chains: int, world_size: int) -> None:
             f"{world_size} ranks gives {per_rank} per rank): pass --chains-per-rank a multiple "
             f"of {group}"
         )
+
+
+def resolve_chain_method(config: RunConfig, platform: str) -> RunConfig:
+    """``--chain-method auto``: sequential chains on a CPU rank, vectorized on a GPU.
+
+    Vectorized NUTS makes every chain of a rank wait for the deepest tree of the batch at every
+    iteration, which a CPU pays in full (measurements in ``benchmarks/README.md``); a GPU runs
+    the batch in parallel and needs it to be busy. Adaptation groups step in lockstep and need
+    vectorized chains anywhere.
+    """
+    if config.chain_method != "auto":
+        return config
+    vectorized = platform == "gpu" or config.adapt_group > 1
+    return config.replace(chain_method="vectorized" if vectorized else "sequential")
 
 
 def default_out_path(model_path: str) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 
 from mpi_pymc import __version__
 from mpi_pymc.checkpoint import Checkpoint
-from mpi_pymc.config import RunConfig, UserError, validate
+from mpi_pymc.config import RunConfig, UserError, resolve_chain_method, validate
 from mpi_pymc.errors import AgreedError, agree
 
 
@@ -265,6 +265,8 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     binding = _on_every_rank(
         comm, "binding devices", lambda: topology.bind(comm, config.gpus_per_rank)
     )
+    # Every rank of a job binds the same kind of device, so every rank resolves alike.
+    config = resolve_chain_method(config, binding.platform)
     # Output checks on rank 0 only (one view of the file system), verdict shared.
     _on_every_rank(
         comm, "checking the output path", lambda: _check_output(config) if rank == 0 else None

@@ -1,4 +1,5 @@
-"""NUTS on a rank's chain group: numpyro (default) or blackjax, warmup then chunked sampling.
+"""A rank's chain group: the project's NUTS (default), numpyro's, blackjax's or adaptive HMC,
+warmup then chunked sampling.
 
 Each backend is a pair of pure per-chain functions over a pytree state:
 ``init(key, position, data) -> state`` and ``step(state, data) -> (state, stats)``. A chunk is a
@@ -171,6 +172,38 @@ class _BlackjaxBackend:
         return new, nuts_state.position, stats
 
 
+class _NutsBackend:
+    """The project's NUTS (see :mod:`mpi_pymc.nuts`): one loop of leapfrogs per transition."""
+
+    warmup_in_chunks = True
+
+    def __init__(self, compiled: CompiledModel, config: RunConfig):
+        from mpi_pymc.nuts import Nuts
+
+        self._kernel = Nuts(
+            compiled.logdensity,
+            tune=config.tune,
+            target_accept=config.target_accept,
+            max_depth=config.max_tree_depth,
+        )
+
+    def init(self, key, position, data):
+        return self._kernel.init(key, position, data)
+
+    def iteration(self, state):
+        return state.i
+
+    def _with_depth(self, result):
+        new, position, stats = result
+        return new, position, {**stats, "tree_depth": _tree_depth(stats["n_steps"])}
+
+    def step(self, state, data):
+        return self._with_depth(self._kernel.step(state, data))
+
+    def warmup_step(self, state, data):
+        return self._with_depth(self._kernel.warmup_step(state, data))
+
+
 class _HmcBackend:
     """Adaptive jittered HMC (see :mod:`mpi_pymc.hmc`): fixed-length trajectories."""
 
@@ -269,8 +302,10 @@ class ChainGroupSampler:
     """Runs the NUTS chains of one rank; states are batched over the rank's chains."""
 
     def __init__(self, compiled: CompiledModel, config: RunConfig):
-        self.backend: _NumpyroBackend | _BlackjaxBackend | _HmcBackend
-        if config.sampler == "blackjax":
+        self.backend: _NutsBackend | _NumpyroBackend | _BlackjaxBackend | _HmcBackend
+        if config.sampler == "nuts":
+            self.backend = _NutsBackend(compiled, config)
+        elif config.sampler == "blackjax":
             self.backend = _BlackjaxBackend(compiled, config)
         elif config.sampler == "hmc":
             self.backend = _HmcBackend(compiled, config)

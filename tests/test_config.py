@@ -1,7 +1,13 @@
 import pytest
 from helpers import EIGHT_SCHOOLS
 
-from mpi_pymc.config import RunConfig, UserError, parse_model_spec, validate
+from mpi_pymc.config import (
+    RunConfig,
+    UserError,
+    parse_model_spec,
+    resolve_chain_method,
+    validate,
+)
 
 
 def cfg(**kw):
@@ -33,14 +39,17 @@ def test_defaults_resolve_chains_and_output():
         ({"draws": 0}, "--draws must be a positive integer"),
         ({"draws": -5}, "--draws must be a positive integer"),
         ({"tune": -1}, "--tune"),
-        ({"sampler": "gibbs"}, "unknown --sampler 'gibbs': choose one of numpyro, blackjax, hmc"),
+        (
+            {"sampler": "gibbs"},
+            "unknown --sampler 'gibbs': choose one of nuts, numpyro, blackjax, hmc",
+        ),
         ({"chain_method": "parallel"}, "unknown --chain-method"),
         ({"precision": "float16"}, "unknown --precision"),
         ({"target_accept": 1.5}, "--target-accept"),
         ({"chains": 2}, "every rank needs at least one chain"),
         ({"chains": 4, "chains_per_rank": 1}, "not both"),
         ({"overwrite": True, "resume": True}, "contradict"),
-        ({"adapt_group": 3}, "--adapt-group pools hmc's warmup; --sampler numpyro"),
+        ({"adapt_group": 3}, "--adapt-group pools hmc's warmup; --sampler nuts"),
         ({"adapt_group": 3, "sampler": "hmc", "chain_method": "sequential"}, "sequential"),
         ({"adapt_group": 2, "sampler": "hmc", "chains": 9}, "gives 3 per rank"),
         ({"adapt_group": 2, "sampler": "hmc", "chains": 7}, "gives 2 or 3 per rank"),
@@ -51,3 +60,14 @@ def test_defaults_resolve_chains_and_output():
 def test_bad_settings_name_the_option_and_the_fix(changes, needle):
     with pytest.raises(UserError, match=needle.replace("(", r"\(")):
         validate(cfg(**changes), 3)
+
+
+def test_auto_chain_method_is_sequential_on_cpu_and_vectorized_on_gpu():
+    assert validate(cfg(), 2).chain_method == "auto" and cfg().sampler == "nuts"
+    assert resolve_chain_method(cfg(), "cpu").chain_method == "sequential"
+    assert resolve_chain_method(cfg(), "gpu").chain_method == "vectorized"
+    grouped = cfg(sampler="hmc", adapt_group=2)
+    assert resolve_chain_method(grouped, "cpu").chain_method == "vectorized"
+    for chosen in ("sequential", "vectorized"):
+        for platform in ("cpu", "gpu"):
+            assert resolve_chain_method(cfg(chain_method=chosen), platform).chain_method == chosen

@@ -42,7 +42,7 @@ def _mcse_mean_and_sd(draws: np.ndarray) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sampler", ["numpyro", "hmc"])
+@pytest.mark.parametrize("sampler", ["nuts", "numpyro", "hmc"])
 def test_eight_schools_matches_posteriordb(tmp_path, sampler):
     reference = _reference()
     out = tmp_path / "es.h5"

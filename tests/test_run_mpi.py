@@ -93,8 +93,9 @@ def test_same_seed_gives_bit_identical_chains_on_1_2_4_ranks(sequential_runs):
     assert not np.array_equal(data[1]["mu"][0], data[1]["mu"][1])
 
 
-def test_vectorized_blackjax_and_float32_on_two_ranks(tmp_path):
-    for extra in (["--sampler", "blackjax"], ["--precision", "float32"]):
+def test_vectorized_blackjax_and_vectorized_float32_nuts_on_two_ranks(tmp_path):
+    vectorized = ["--chain-method", "vectorized"]
+    for extra in (["--sampler", "blackjax", *vectorized], ["--precision", "float32", *vectorized]):
         out = tmp_path / f"{extra[1]}.h5"
         proc = run_ranks(
             2, ["run", str(EIGHT_SCHOOLS), *COMMON, "--out", str(out), *extra], cwd=tmp_path

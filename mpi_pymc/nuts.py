@@ -1,0 +1,383 @@
+"""The project's own NUTS: multinomial trajectories, Stan's U-turn criterion and Stan's warmup.
+
+Why not numpyro's or blackjax's NUTS: on a CPU their bookkeeping costs more than the model
+(measurements in ``benchmarks/README.md``). Both build a tree as nested loops (a loop over tree
+depths, a loop over a subtree's leaves, a loop over the U-turn checkpoints of every leaf) and
+draw a random number per leaf with its own key. Here one transition is ONE ``while_loop`` whose
+body is one leapfrog step plus a few fused vector operations:
+
+- the tree grows by doubling: subtree ``j`` is ``2**j`` leapfrogs from the end chosen by the
+  ``j``-th random direction, so the loop only needs the leaf index within the current subtree;
+- inside a subtree the proposal is drawn progressively (leaf ``k`` replaces it with probability
+  ``w_k / sum(w)``: a multinomial draw over the subtree); at the end of a valid subtree it
+  replaces the tree's proposal with probability ``min(1, W_subtree / W_tree)``: Stan's biased
+  progressive sampling;
+- the U-turn checks of every sub-subtree that ends at a leaf are one masked ``(depth, D)``
+  product against checkpoints stored at the even leaves (the same checkpoint scheme as numpyro's
+  iterative NUTS), not a loop;
+- all random numbers of a transition (momentum, directions, leaf and subtree uniforms) come from
+  one split of its key, drawn before the loop.
+
+A subtree that U-turns or diverges (energy error above ``DIVERGENCE_ENERGY``) ends the
+transition and contributes nothing to the proposal, as in Stan. After each valid subtree the
+whole trajectory is checked with the generalised criterion ``rho . p#_minus > 0`` and ``rho .
+p#_plus > 0``.
+
+Warmup is Stan's windowed adaptation: step size by dual averaging towards ``target_accept``
+(restarted at ``mu = log(10 eps)`` after each mass-matrix update, with the step size searched
+again), a diagonal mass matrix from the position variance of each slow window (regularised as
+Stan does), and the averaged step size for sampling.
+
+Everything is per chain and pure (``init(key, position, data)``, ``step(state, data)``), so
+chains run vmapped or one after another and a checkpoint is the state.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mpi_pymc.hmc import DA_GAMMA, DA_KAPPA, DA_T0, DIVERGENCE_ENERGY, warmup_schedule
+
+# Stan's step-size search doubles or halves until one leapfrog's acceptance crosses this.
+SEARCH_ACCEPT = 0.8
+SEARCH_MAX_TRIES = 50
+
+
+class NutsState(NamedTuple):
+    i: jax.Array
+    position: jax.Array
+    logdensity: jax.Array
+    grad: jax.Array
+    rng_key: jax.Array
+    log_step_size: jax.Array
+    inverse_mass_matrix: jax.Array
+    # dual averaging of the log step size
+    da_mu: jax.Array
+    da_hbar: jax.Array
+    da_log_avg: jax.Array
+    da_count: jax.Array
+    # Welford estimate of the position variance over the current slow window
+    wf_count: jax.Array
+    wf_mean: jax.Array
+    wf_m2: jax.Array
+
+
+class _Point(NamedTuple):
+    x: jax.Array
+    p: jax.Array
+    grad: jax.Array
+
+
+class _Proposal(NamedTuple):
+    x: jax.Array
+    logdensity: jax.Array
+    grad: jax.Array
+    weight: jax.Array  # log of the multinomial weight, -H
+
+
+class _Tree(NamedTuple):
+    n: jax.Array  # leapfrogs so far
+    depth: jax.Array  # current subtree holds 2**depth leaves
+    leaf: jax.Array  # leaf index within the current subtree
+    forward: jax.Array  # direction of the current subtree
+    edge: _Point  # the end being extended
+    other: _Point  # the opposite end of the trajectory
+    proposal: _Proposal
+    log_weight: jax.Array  # log sum of the weights of the merged subtrees
+    rho: jax.Array  # momentum sum of the merged subtrees
+    sub_proposal: _Proposal
+    sub_log_weight: jax.Array
+    sub_rho: jax.Array
+    ckpt_p_sharp: jax.Array  # (max_depth, D) p# at the checkpointed even leaves
+    ckpt_rho: jax.Array  # (max_depth, D) subtree momentum sum before those leaves
+    accept_sum: jax.Array
+    diverging: jax.Array
+    done: jax.Array
+
+
+def _popcount(k):
+    return jax.lax.population_count(k)
+
+
+def _kinetic(p, inv_mass):
+    return 0.5 * jnp.sum(inv_mass * p * p)
+
+
+def transition(value_and_grad, key, position, logdensity, grad, step_size, inv_mass, max_depth):
+    """One NUTS transition from ``position``; returns the new point and the stats Stan reports.
+
+    ``value_and_grad(x) -> (logdensity, grad)``. ``max_depth`` bounds the tree at ``2**max_depth
+    - 1`` leapfrogs.
+    """
+    dtype = position.dtype
+    k_momentum, k_direction, k_leaf, k_subtree = jax.random.split(key, 4)
+    p0 = jax.random.normal(k_momentum, position.shape, dtype) / jnp.sqrt(inv_mass)
+    w0 = logdensity - _kinetic(p0, inv_mass)
+    forward = jax.random.bernoulli(k_direction, 0.5, (max_depth,))
+    log_u_leaf = jnp.log(jax.random.uniform(k_leaf, (2**max_depth,), dtype))
+    log_u_subtree = jnp.log(jax.random.uniform(k_subtree, (max_depth,), dtype))
+    rows = jnp.arange(max_depth)
+    zero_int = jnp.zeros((), jnp.int32)
+    minus_inf = jnp.asarray(-jnp.inf, dtype)
+    start = _Point(position, p0, grad)
+    proposal = _Proposal(position, logdensity, grad, w0)
+    checkpoints = jnp.zeros((max_depth, *position.shape), dtype)
+
+    def body(t: _Tree) -> _Tree:
+        eps = jnp.where(t.forward, step_size, -step_size)
+        p = t.edge.p + 0.5 * eps * t.edge.grad
+        x = t.edge.x + eps * inv_mass * p
+        lp, g = value_and_grad(x)
+        p = p + 0.5 * eps * g
+        p_sharp = inv_mass * p
+        w = lp - 0.5 * jnp.vdot(p_sharp, p)
+        w = jnp.where(jnp.isnan(w), -jnp.inf, w)
+        diverging = w0 - w > DIVERGENCE_ENERGY
+        accept_sum = t.accept_sum + jnp.minimum(1.0, jnp.exp(w - w0))
+
+        # Progressive multinomial draw within the subtree.
+        first = t.leaf == 0
+        sub_log_weight = jnp.logaddexp(jnp.where(first, minus_inf, t.sub_log_weight), w)
+        take_leaf = log_u_leaf[t.n] < w - sub_log_weight
+        sub_proposal = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(take_leaf, new, old), _Proposal(x, lp, g, w), t.sub_proposal
+        )
+        sub_rho = jnp.where(first, 0.0, t.sub_rho) + p
+
+        # Checkpoints at even leaves; at an odd leaf, check every sub-subtree ending here.
+        odd = (t.leaf & 1) == 1
+        idx_max = _popcount(t.leaf >> 1)
+        ends = _popcount(t.leaf ^ (t.leaf + 1)) - 1  # trailing ones: sub-subtrees ending here
+        idx_min = idx_max - ends + 1
+        ckpt_p_sharp = jnp.where(odd, t.ckpt_p_sharp, t.ckpt_p_sharp.at[idx_max].set(p_sharp))
+        ckpt_rho = jnp.where(odd, t.ckpt_rho, t.ckpt_rho.at[idx_max].set(sub_rho - p))
+        spans = sub_rho - ckpt_rho
+        span_turned = (spans @ p_sharp <= 0) | (jnp.sum(spans * ckpt_p_sharp, axis=-1) <= 0)
+        checked = odd & (rows >= idx_min) & (rows <= idx_max)
+        invalid = diverging | jnp.any(checked & span_turned)
+
+        # A complete, valid subtree merges into the trajectory.
+        complete = t.leaf + 1 == (1 << t.depth)
+        merge = complete & ~invalid
+        take_subtree = merge & (log_u_subtree[t.depth] < sub_log_weight - t.log_weight)
+        proposal = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(take_subtree, new, old), sub_proposal, t.proposal
+        )
+        log_weight = jnp.where(merge, jnp.logaddexp(t.log_weight, sub_log_weight), t.log_weight)
+        rho = jnp.where(merge, t.rho + sub_rho, t.rho)
+        other_sharp = inv_mass * t.other.p
+        turned = (jnp.vdot(rho, p_sharp) <= 0) | (jnp.vdot(rho, other_sharp) <= 0)
+        depth = t.depth + complete
+        done = invalid | (merge & (turned | (depth >= max_depth)))
+
+        # The next subtree grows from the end its direction names.
+        edge = _Point(x, p, g)
+        next_forward = forward[jnp.minimum(depth, max_depth - 1)]
+        swap = complete & (next_forward != t.forward)
+        new_edge = jax.tree_util.tree_map(lambda a, b: jnp.where(swap, b, a), edge, t.other)
+        new_other = jax.tree_util.tree_map(lambda a, b: jnp.where(swap, a, b), edge, t.other)
+        return _Tree(
+            n=t.n + 1,
+            depth=depth,
+            leaf=jnp.where(complete, 0, t.leaf + 1),
+            forward=jnp.where(complete, next_forward, t.forward),
+            edge=new_edge,
+            other=new_other,
+            proposal=proposal,
+            log_weight=log_weight,
+            rho=rho,
+            sub_proposal=sub_proposal,
+            sub_log_weight=sub_log_weight,
+            sub_rho=sub_rho,
+            ckpt_p_sharp=ckpt_p_sharp,
+            ckpt_rho=ckpt_rho,
+            accept_sum=accept_sum,
+            diverging=diverging,
+            done=done,
+        )
+
+    tree = _Tree(
+        n=zero_int,
+        depth=zero_int,
+        leaf=zero_int,
+        forward=forward[0],
+        edge=start,
+        other=start,
+        proposal=proposal,
+        log_weight=w0,
+        rho=p0,
+        sub_proposal=proposal,
+        sub_log_weight=minus_inf,
+        sub_rho=jnp.zeros_like(position),
+        ckpt_p_sharp=checkpoints,
+        ckpt_rho=checkpoints,
+        accept_sum=jnp.zeros((), dtype),
+        diverging=jnp.zeros((), bool),
+        done=jnp.zeros((), bool),
+    )
+    tree = jax.lax.while_loop(lambda t: ~t.done, body, tree)
+    stats = {
+        "diverging": tree.diverging,
+        "energy": -tree.proposal.weight,
+        "n_steps": tree.n,
+        "acceptance_rate": tree.accept_sum / tree.n,
+    }
+    return tree.proposal, stats
+
+
+def search_step_size(value_and_grad, key, position, logdensity, grad, inv_mass, step_size, active):
+    """Stan's step-size heuristic from ``step_size``: double (or halve) until one leapfrog's
+    acceptance falls below (or rises above) ``SEARCH_ACCEPT``. Runs no leapfrog at all when
+    ``active`` is false, so warmup can call it at every iteration (vmapped chains share the
+    schedule, so they search at the same iterations)."""
+    p0 = jax.random.normal(key, position.shape, position.dtype) / jnp.sqrt(inv_mass)
+    h0 = -logdensity + _kinetic(p0, inv_mass)
+    threshold = jnp.log(SEARCH_ACCEPT)
+
+    def log_accept(eps):
+        p = p0 + 0.5 * eps * grad
+        lp, g = value_and_grad(position + eps * inv_mass * p)
+        p = p + 0.5 * eps * g
+        delta = h0 - (-lp + _kinetic(p, inv_mass))
+        return jnp.where(jnp.isnan(delta), -jnp.inf, delta)
+
+    def body(carry):
+        tries, eps, up, _ = carry
+        value = log_accept(eps)
+        up = jnp.where(tries == 0, value > threshold, up)
+        crossed = (tries > 0) & jnp.where(up, value <= threshold, value >= threshold)
+        done = crossed | (tries + 1 >= SEARCH_MAX_TRIES)
+        eps = jnp.where(done, eps, jnp.where(up, 2.0 * eps, 0.5 * eps))
+        return tries + 1, eps, up, done
+
+    start = (jnp.zeros((), jnp.int32), step_size, jnp.zeros((), bool), ~jnp.asarray(active, bool))
+    _, eps, _, _ = jax.lax.while_loop(lambda c: ~c[3], body, start)
+    return jnp.clip(eps, 1e-10, 1e10).astype(position.dtype)
+
+
+class Nuts:
+    """The per-chain kernel: ``init``, ``step`` (sampling) and ``warmup_step`` over
+    :class:`NutsState`."""
+
+    def __init__(self, logdensity, tune: int, target_accept: float, max_depth: int):
+        self.logdensity = logdensity
+        self.tune = tune
+        self.target_accept = target_accept
+        self.max_depth = max_depth
+        self.schedule = warmup_schedule(tune)
+
+    def _value_and_grad(self, data):
+        return jax.value_and_grad(lambda x: self.logdensity(x, data))
+
+    def init(self, key, position, data) -> NutsState:
+        value_and_grad = self._value_and_grad(data)
+        logdensity, grad = value_and_grad(position)
+        key, search_key = jax.random.split(key)
+        inv_mass = jnp.ones_like(position)
+        one = jnp.ones((), position.dtype)
+        step_size = search_step_size(
+            value_and_grad, search_key, position, logdensity, grad, inv_mass, one, True
+        )
+        zero = jnp.zeros((), position.dtype)
+        return NutsState(
+            i=jnp.zeros((), jnp.int32),
+            position=position,
+            logdensity=logdensity,
+            grad=grad,
+            rng_key=key,
+            log_step_size=jnp.log(step_size),
+            inverse_mass_matrix=inv_mass,
+            da_mu=jnp.log(10.0 * step_size),
+            da_hbar=zero,
+            da_log_avg=zero,
+            da_count=zero,
+            wf_count=zero,
+            wf_mean=jnp.zeros_like(position),
+            wf_m2=jnp.zeros_like(position),
+        )
+
+    def _transition(self, state: NutsState, data):
+        key, step_key = jax.random.split(state.rng_key)
+        step_size = jnp.exp(state.log_step_size)
+        proposal, stats = transition(
+            self._value_and_grad(data),
+            step_key,
+            state.position,
+            state.logdensity,
+            state.grad,
+            step_size,
+            state.inverse_mass_matrix,
+            self.max_depth,
+        )
+        moved = state._replace(
+            i=state.i + 1,
+            position=proposal.x,
+            logdensity=proposal.logdensity,
+            grad=proposal.grad,
+            rng_key=key,
+        )
+        return moved, {"lp": proposal.logdensity, "step_size": step_size, **stats}
+
+    def step(self, state: NutsState, data):
+        """A sampling iteration: the adapted step size and mass matrix stay as they are."""
+        moved, stats = self._transition(state, data)
+        return moved, moved.position, stats
+
+    def warmup_step(self, state: NutsState, data):
+        """A warmup iteration (``state.i < tune``): move, then adapt as Stan does."""
+        moved, stats = self._transition(state, data)
+        return self._adapt(state, moved, stats["acceptance_rate"], data), moved.position, stats
+
+    def _adapt(self, old: NutsState, new: NutsState, accept_prob, data) -> NutsState:
+        dtype = new.position.dtype
+        index = jnp.minimum(old.i, self.tune - 1)
+        slow = jnp.asarray(self.schedule.slow)[index]
+        window_end = jnp.asarray(self.schedule.window_end)[index]
+        last = old.i == self.tune - 1
+
+        # Dual averaging of the log step size.
+        count = old.da_count + 1
+        weight = 1.0 / (count + DA_T0)
+        hbar = (1.0 - weight) * old.da_hbar + weight * (self.target_accept - accept_prob)
+        log_step = old.da_mu - jnp.sqrt(count) / DA_GAMMA * hbar
+        eta = count ** (-DA_KAPPA)
+        log_avg = eta * log_step + (1.0 - eta) * old.da_log_avg
+
+        # Welford over the slow window; at its end the mass matrix updates.
+        wf_count = old.wf_count + jnp.where(slow, 1.0, 0.0)
+        delta = new.position - old.wf_mean
+        wf_mean = jnp.where(slow, old.wf_mean + delta / jnp.maximum(wf_count, 1.0), old.wf_mean)
+        wf_m2 = jnp.where(slow, old.wf_m2 + delta * (new.position - wf_mean), old.wf_m2)
+        variance = wf_m2 / jnp.maximum(wf_count - 1.0, 1.0)
+        regularised = (wf_count / (wf_count + 5.0)) * variance + 1e-3 * (5.0 / (wf_count + 5.0))
+        inv_mass = jnp.where(window_end, regularised, old.inverse_mass_matrix).astype(dtype)
+
+        # After a metric update Stan searches the step size again and restarts the averaging.
+        key, search_key = jax.random.split(new.rng_key)
+        searched = search_step_size(
+            self._value_and_grad(data),
+            search_key,
+            new.position,
+            new.logdensity,
+            new.grad,
+            inv_mass,
+            jnp.exp(log_step).astype(dtype),
+            window_end,
+        )
+        zero = jnp.zeros((), dtype)
+        log_step = jnp.where(window_end, jnp.log(searched), jnp.where(last, log_avg, log_step))
+        return new._replace(
+            rng_key=key,
+            log_step_size=log_step.astype(dtype),
+            inverse_mass_matrix=inv_mass,
+            da_mu=jnp.where(window_end, jnp.log(10.0 * searched), old.da_mu).astype(dtype),
+            da_hbar=jnp.where(window_end, zero, hbar).astype(dtype),
+            da_log_avg=jnp.where(window_end, zero, log_avg).astype(dtype),
+            da_count=jnp.where(window_end, zero, count).astype(dtype),
+            wf_count=jnp.where(window_end, zero, wf_count).astype(dtype),
+            wf_mean=jnp.where(window_end, jnp.zeros_like(wf_mean), wf_mean),
+            wf_m2=jnp.where(window_end, jnp.zeros_like(wf_m2), wf_m2),
+        )

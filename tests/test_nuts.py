@@ -1,0 +1,135 @@
+"""The project's NUTS kernel, in-process (no MPI): known posteriors, adaptation, funnels.
+
+Tolerances come from each run's own ESS (4 Monte Carlo standard errors), never from numbers
+copied from a run.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mpi_pymc import diagnostics
+from mpi_pymc.nuts import Nuts, transition
+
+jax.config.update("jax_enable_x64", True)
+
+MEANS = np.array([1.0, -2.0, 0.0, 5.0, 0.5])
+SDS = np.array([0.1, 1.0, 10.0, 0.5, 3.0])
+
+
+def _gaussian(x, data):
+    (means,) = data
+    return -0.5 * jnp.sum(((x - means) / SDS) ** 2)
+
+
+def _funnel(x, data):
+    """Neal's funnel, centred: v ~ N(0, 3), x_i ~ N(0, exp(v / 2))."""
+    v, rest = x[0], x[1:]
+    return -0.5 * (v / 3.0) ** 2 - 0.5 * jnp.sum(rest**2) * jnp.exp(-v) - 0.5 * rest.size * v
+
+
+def _funnel_noncentred(x, data):
+    """The same funnel in the coordinates (v, z), x_i = exp(v / 2) z_i: a Gaussian."""
+    return -0.5 * (x[0] / 3.0) ** 2 - 0.5 * jnp.sum(x[1:] ** 2)
+
+
+def _run(logdensity, data, dim, tune=1000, draws=1000, chains=4, seed=3):
+    kernel = Nuts(logdensity, tune=tune, target_accept=0.8, max_depth=10)
+    keys = jax.random.split(jax.random.PRNGKey(seed), chains)
+    starts = jnp.asarray(np.random.default_rng(seed).uniform(-2, 2, (chains, dim)))
+
+    def chain(key, start):
+        state = kernel.init(key, start, data)
+        state = jax.lax.scan(
+            lambda s, _: (kernel.warmup_step(s, data)[0], None), state, None, tune
+        )[0]
+
+        def sample(s, _):
+            s, position, stats = kernel.step(s, data)
+            return s, (position, stats)
+
+        return state, jax.lax.scan(sample, state, None, length=draws)[1]
+
+    adapted, (positions, stats) = jax.jit(jax.vmap(chain))(keys, starts)
+    return adapted, np.asarray(positions), {k: np.asarray(v) for k, v in stats.items()}
+
+
+def _assert_moments(positions, means, sds):
+    """Means and standard deviations within 4 MCSE of the truth."""
+    mean = positions.mean(axis=(0, 1))
+    sd = positions.std(axis=(0, 1), ddof=1)
+    mcse_mean = sd / np.sqrt(diagnostics.ess_mean(positions))
+    assert np.all(np.abs(mean - means) < 4 * mcse_mean), (mean, means, mcse_mean)
+    sq = (positions - means) ** 2
+    mcse_sd = sq.std(axis=(0, 1), ddof=1) / np.sqrt(diagnostics.ess_mean(sq)) / (2 * sds)
+    assert np.all(np.abs(sd - sds) < 4 * mcse_sd), (sd, sds, mcse_sd)
+    assert diagnostics.rhat_rank(positions).max() < 1.01
+
+
+@pytest.fixture(scope="module")
+def gaussian_run():
+    return _run(_gaussian, (jnp.asarray(MEANS),), MEANS.size)
+
+
+def test_gaussian_means_and_sds_within_mcse(gaussian_run):
+    _, positions, stats = gaussian_run
+    assert not stats["diverging"].any()
+    assert diagnostics.ess_bulk(positions).min() > 1000  # 4000 draws of an easy target
+    _assert_moments(positions, MEANS, SDS)
+
+
+def test_warmup_learns_the_scales_and_the_step_size(gaussian_run):
+    adapted, _, stats = gaussian_run
+    ratio = np.asarray(adapted.inverse_mass_matrix) / SDS**2
+    assert np.all((ratio > 0.6) & (ratio < 1.6)), ratio
+    # Dual averaging towards 0.8: Stan's realised acceptance lands at or somewhat above it.
+    acceptance = stats["acceptance_rate"].mean(axis=1)
+    assert np.all((acceptance > 0.7) & (acceptance < 0.97)), acceptance
+    # In the adapted metric the target is a unit Gaussian in 5 dimensions: a step near 1 and
+    # trees of a few leapfrogs, not the hundreds the raw scales (0.1 to 10) would need.
+    eps = np.exp(np.asarray(adapted.log_step_size))
+    assert np.all((eps > 0.3) & (eps < 1.5)), eps
+    assert stats["n_steps"].mean() < 16
+
+
+def test_trees_stop_at_the_u_turn_and_respect_the_depth_cap():
+    """A unit Gaussian with step 0.01: a period is 2 pi / 0.01 = 628 leapfrogs, and a
+    trajectory turns within it, so a tree capped at 2**12 - 1 leapfrogs stops far below the
+    cap; capped at 2**5 - 1 (0.31 time units, far from a turn) it always reaches the cap."""
+    dim = 3
+    vg = jax.value_and_grad(lambda x: -0.5 * jnp.sum(x**2))
+    x0 = jnp.asarray([0.3, -0.2, 0.5])
+    lp, g = vg(x0)
+
+    def steps(key, max_depth):
+        return transition(vg, key, x0, lp, g, 0.01, jnp.ones(dim), max_depth)[1]["n_steps"]
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 64)
+    deep = np.asarray(jax.jit(jax.vmap(lambda k: steps(k, 12)))(keys))
+    assert deep.max() < 2**10 and np.median(deep) >= 2**7, deep
+    # Some trees end inside their last subtree (a sub-subtree turned), not at a doubling.
+    assert np.any((deep + 1) & deep), deep
+    shallow = np.asarray(jax.jit(jax.vmap(lambda k: steps(k, 5)))(keys))
+    np.testing.assert_array_equal(shallow, np.full(64, 2**5 - 1))
+
+
+def test_funnel_centred_reports_divergences_and_noncentred_matches():
+    _, _, centred = _run(_funnel, (), 10, tune=500, draws=500, seed=1)
+    assert centred["diverging"].sum() > 0  # the neck: as Stan reports it
+    assert centred["diverging"].dtype == bool
+    _, positions, stats = _run(_funnel_noncentred, (), 10, tune=500, draws=1000, seed=2)
+    assert not stats["diverging"].any()
+    _assert_moments(positions, np.zeros(10), np.r_[3.0, np.ones(9)])
+
+
+def test_a_transition_is_deterministic_in_its_key():
+    vg = jax.value_and_grad(lambda x: _gaussian(x, (jnp.asarray(MEANS),)))
+    x0 = jnp.asarray(MEANS + 0.1)
+    lp, g = vg(x0)
+    run = jax.jit(lambda k: transition(vg, k, x0, lp, g, 0.05, jnp.asarray(SDS**2), 8)[0].x)
+    a, b = run(jax.random.PRNGKey(7)), run(jax.random.PRNGKey(7))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(a), np.asarray(run(jax.random.PRNGKey(8))))
