@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=bench.DEFAULT_SEED)
     parser.add_argument("--precision", default="float64")
-    parser.add_argument("--sampler", default="numpyro", help="mpi_pymc's --sampler")
+    parser.add_argument("--sampler", default="nuts", help="mpi_pymc's --sampler")
     parser.add_argument("--gpus-per-rank", type=int)
     parser.add_argument("--adapt-group", type=int, default=1, help="mpi_pymc's --adapt-group")
     parser.add_argument("--smoke", action="store_true")

@@ -18,7 +18,10 @@
 #      tree; the group shares one step size and length, so no chain waits for another)
 #   6. the same with 500+2000: more draws per chain, so sampling, not start-up, dominates
 #   7. step 5 with each chain adapting alone (--adapt-group 1), as the 2026-11 device runs did
-#   8. mpi_pymc NUTS (numpyro), 4 chains float64, TUNE+DRAWS (last: measured on the first run)
+#   8. mpi_pymc NUTS (the default, vectorized on a GPU), 4 chains float64, TUNE+DRAWS
+#   8b. nuts_profile: benchmarks/nuts_profile.py, cost per lockstep leapfrog of the project's
+#      NUTS, numpyro's and blackjax's against one gradient, 1 chain float64 and 64 chains float32
+#   8c. nuts_many: mpi_pymc's default NUTS, 64 chains float32, 500+500
 #   9. collect: $OUT/gpu_results.json and $OUT/gpu_results.md; the whole log is
 #      $OUT/gpu_check.log, one JSON line per step in $OUT/steps.jsonl
 # STEPS="facts hmc_many" runs only the steps named (keys in want() below); default all.
@@ -44,14 +47,16 @@ rm -f "$OUT/steps.jsonl"
 if [ "$SMOKE" = 1 ]; then
     export MPI_PYMC_N=${MPI_PYMC_N:-2000} MPI_PYMC_D=${MPI_PYMC_D:-5}
     TUNE=100 DRAWS=100 SMALL_TUNE=100 SMALL_DRAWS=100 LONG_DRAWS=300 MANY=16 MOST=64 SMOKE_FLAG=--smoke
+    PROFILE_TRANSITIONS=10
 else
     export MPI_PYMC_N=${MPI_PYMC_N:-500000} MPI_PYMC_D=${MPI_PYMC_D:-54}
     TUNE=1000 DRAWS=1000 SMALL_TUNE=500 SMALL_DRAWS=500 LONG_DRAWS=2000 MANY=64 MOST=1024 SMOKE_FLAG=
+    PROFILE_TRANSITIONS=50
 fi
 DEADLINE=$((SECONDS + BUDGET))
 
 # want KEY: is step KEY among STEPS ("all", or some of: facts reference hmc4 hmc_many hmc_most
-# hmc_long hmc_alone nuts4)?
+# hmc_long hmc_alone nuts4 nuts_profile nuts_many)?
 want() {
     [ "$STEPS" = all ] || [[ " $STEPS " == *" $1 "* ]]
 }
@@ -146,6 +151,15 @@ main() {
         --draws $SMALL_DRAWS
     want nuts4 && step "mpi_pymc NUTS f64 4 chains" 100 $PYTHON benchmarks/gpu_check.py mpi "${g[@]}" \
         --name f64-4ch --chains 4 --precision float64 --tune $TUNE --draws $DRAWS
+    local profile=(benchmarks/nuts_profile.py examples/logistic_regression.py --repeats 2)
+    want nuts_profile && step "NUTS per leapfrog, 1 chain f64" 90 $PYTHON "${profile[@]}" \
+        --chains 1 --transitions $PROFILE_TRANSITIONS --json "$OUT/nuts_profile_1ch_f64.json"
+    want nuts_profile && step "NUTS per leapfrog, $MANY chains f32" 90 $PYTHON "${profile[@]}" \
+        --chains $MANY --precision float32 --transitions $PROFILE_TRANSITIONS \
+        --json "$OUT/nuts_profile_${MANY}ch_f32.json"
+    want nuts_many && step "mpi_pymc NUTS f32 $MANY chains" 100 $PYTHON benchmarks/gpu_check.py mpi \
+        "${g[@]}" --name "nuts-f32-${MANY}ch" --chains $MANY --precision float32 \
+        --tune $SMALL_TUNE --draws $SMALL_DRAWS
     echo
     echo "== collect"
     timeout 60 $PYTHON benchmarks/gpu_check.py collect --out "$OUT" $SMOKE_FLAG

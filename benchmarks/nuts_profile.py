@@ -15,6 +15,7 @@ best of ``--repeats`` runs.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -58,7 +59,6 @@ def main(argv=None) -> dict:
     from mpi_pymc.compile import compile_model
     from mpi_pymc.model_loading import load_model
     from mpi_pymc.nuts import Nuts, transition
-    from mpi_pymc.sampling import _loop_steps
 
     model = load_model(args.model)
     compiled = compile_model(model, args.precision)
@@ -70,7 +70,9 @@ def main(argv=None) -> dict:
     # Settings: a short warmup of the project's NUTS from the initial point.
     kernel = Nuts(logdensity, tune=args.tune, target_accept=0.8, max_depth=10)
     state = jax.jit(kernel.init)(jax.random.PRNGKey(0), x0, data)
-    state, _ = jax.jit(_loop_steps(kernel.warmup_step, args.tune, False))(state, args.tune, data)
+    state = jax.jit(
+        lambda s: jax.lax.fori_loop(0, args.tune, lambda i, s: kernel.warmup_step(s, data)[0], s)
+    )(state)
     step_size = jnp.exp(state.log_step_size).astype(dtype)
     inv_mass = state.inverse_mass_matrix
     start = state.position
@@ -152,6 +154,9 @@ def main(argv=None) -> dict:
         result["gradient_ms"] = per * 1e3
         print(f"value_and_grad x {args.chains} chains: {per * 1e3:.3f} ms", flush=True)
     for name in [k for k in wanted if k in kernels]:
+        if name != "nuts" and importlib.util.find_spec(name) is None:
+            print(f"{name}: not installed, skipped", flush=True)
+            continue
         run = jax.jit(jax.vmap(kernels[name]))
         seconds, steps = _best(
             lambda run=run: jax.block_until_ready(run(keys, starts)), args.repeats

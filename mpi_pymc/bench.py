@@ -1012,10 +1012,12 @@ def _add_arguments(bench: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", default="float64", help="float64 (default) or float32")
     g.add_argument(
         "--sampler",
-        default="numpyro",
-        help="numpyro (default), blackjax or hmc; baseline mode takes a list (numpyro,hmc)",
+        default="nuts",
+        help="nuts (default), numpyro, blackjax or hmc; baseline mode takes a list (nuts,hmc)",
     )
-    g.add_argument("--chain-method", default="vectorized", help="vectorized or sequential")
+    g.add_argument(
+        "--chain-method", default="auto", help="auto (default), vectorized or sequential"
+    )
     g.add_argument(
         "--adapt-group",
         type=int,
@@ -1137,7 +1139,7 @@ def _validated(args: argparse.Namespace) -> dict:
         plan = [(r, chains) for r in ranks]
     samplers = [m.strip() for m in args.sampler.split(",") if m.strip()]
     if not samplers:
-        raise BenchError("--sampler is empty: name numpyro, blackjax or hmc")
+        raise BenchError("--sampler is empty: name nuts, numpyro, blackjax or hmc")
     if len(samplers) > 1 and args.mode != "baseline":
         raise BenchError(
             f"--sampler takes one sampler in {args.mode} mode (a list only in baseline mode)"

@@ -26,7 +26,13 @@ p#_plus > 0``.
 Warmup is Stan's windowed adaptation: step size by dual averaging towards ``target_accept``
 (restarted at ``mu = log(10 eps)`` after each mass-matrix update, with the step size searched
 again), a diagonal mass matrix from the position variance of each slow window (regularised as
-Stan does), and the averaged step size for sampling.
+Stan does), and the averaged step size for sampling. ``tune`` is a cap, not a count: once a
+slow window's metric agrees with the one the window ran under (``CONVERGED_RMS``), the chain
+skips its remaining slow windows and runs the terminal window (Stan's last 50 iterations of
+step-size adaptation) straight away; its iteration counter jumps so that warmup ends at
+``tune``. Stan's later windows are the longest (500 of 1000 iterations), and they re-estimate a
+metric that has stopped changing. The decision is the chain's own, so its draws do not depend
+on the other chains or the ranks.
 
 Everything is per chain and pure (``init(key, position, data)``, ``step(state, data)``), so
 chains run vmapped or one after another and a checkpoint is the state.
@@ -41,6 +47,11 @@ import jax.numpy as jnp
 
 from mpi_pymc.hmc import DA_GAMMA, DA_KAPPA, DA_T0, DIVERGENCE_ENERGY, warmup_schedule
 
+# Warmup ends early (the remaining slow windows are skipped, the terminal window still runs)
+# when a slow window of at least CONVERGED_WINDOW draws gives a metric within CONVERGED_RMS
+# (root mean square of the log ratio over parameters) of the metric the window ran with.
+CONVERGED_WINDOW = 200
+CONVERGED_RMS = 0.3
 # Stan's step-size search doubles or halves until one leapfrog's acceptance crosses this.
 SEARCH_ACCEPT = 0.8
 SEARCH_MAX_TRIES = 50
@@ -354,6 +365,8 @@ class Nuts:
         variance = wf_m2 / jnp.maximum(wf_count - 1.0, 1.0)
         regularised = (wf_count / (wf_count + 5.0)) * variance + 1e-3 * (5.0 / (wf_count + 5.0))
         inv_mass = jnp.where(window_end, regularised, old.inverse_mass_matrix).astype(dtype)
+        change = jnp.sqrt(jnp.mean(jnp.log(regularised / old.inverse_mass_matrix) ** 2))
+        converged = window_end & (wf_count >= CONVERGED_WINDOW) & (change < CONVERGED_RMS)
 
         # After a metric update Stan searches the step size again and restarts the averaging.
         key, search_key = jax.random.split(new.rng_key)
@@ -370,6 +383,7 @@ class Nuts:
         zero = jnp.zeros((), dtype)
         log_step = jnp.where(window_end, jnp.log(searched), jnp.where(last, log_avg, log_step))
         return new._replace(
+            i=jnp.where(converged, max(self.schedule.final_start, 0), new.i),
             rng_key=key,
             log_step_size=log_step.astype(dtype),
             inverse_mass_matrix=inv_mass,

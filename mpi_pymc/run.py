@@ -434,13 +434,19 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     )
     stopped = False
     t0 = time.perf_counter()
-    iteration = int(sampler.iterations(state).min()) if ckpt is not None else 0
+
+    # The least advanced chain of the job: every rank takes the same number of warmup chunks
+    # (each ends in collectives) even when its chains ended warmup early.
+    def least_iteration(state) -> int:
+        return comm.allreduce(int(sampler.iterations(state).min()), op=MPI.MIN)
+
+    iteration = least_iteration(state) if ckpt is not None else 0
     if iteration < config.tune:
         if sampler.backend.warmup_in_chunks:
             while iteration < config.tune and not stopped:
                 n = min(config.chunk_draws, config.tune - iteration)
                 state = sampler.warmup(state, n)
-                iteration += n
+                iteration = least_iteration(state)
                 saver.save(state, iteration, 0)
                 progress.update("warmup  ", iteration, 0)
                 stopped = stop.anyone(comm)

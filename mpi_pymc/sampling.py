@@ -238,7 +238,7 @@ class _HmcBackend:
         return self._with_depth(self._kernel.warmup_step(state, data))
 
 
-def _loop_steps(step, length: int, record: bool):
+def _loop_steps(step, length: int):
     """``run(state, n, data)``: ``n`` steps (``n <= length``, traced), draws in a fixed buffer.
 
     The trip count is a runtime value, so one compiled program serves every chunk, the last
@@ -246,8 +246,6 @@ def _loop_steps(step, length: int, record: bool):
     """
 
     def run(state, n, data):
-        if not record:
-            return jax.lax.fori_loop(0, n, lambda i, s: step(s, data)[0], state), None
         shapes = jax.eval_shape(lambda s: step(s, data)[1:], state)
         buffers = jax.tree_util.tree_map(lambda x: jnp.zeros((length, *x.shape), x.dtype), shapes)
 
@@ -258,6 +256,21 @@ def _loop_steps(step, length: int, record: bool):
             return new, buffer
 
         return jax.lax.fori_loop(0, n, body, (state, buffers))
+
+    return run
+
+
+def _warmup_steps(step, iteration, tune: int):
+    """``run(state, n, data)``: up to ``n`` warmup steps, none once the chain's own iteration
+    counter reaches ``tune`` (a NUTS chain whose adaptation converged jumps ahead to its last
+    window, so its warmup ends before the others')."""
+
+    def run(state, n, data):
+        def cond(carry):
+            j, s = carry
+            return (j < n) & (iteration(s) < tune)
+
+        return jax.lax.while_loop(cond, lambda c: (c[0] + 1, step(c[1], data)[0]), (0, state))[1]
 
     return run
 
@@ -350,18 +363,21 @@ class ChainGroupSampler:
         """(name, function, in_axes) of the warmup and sampling programs."""
         if self.backend.warmup_in_chunks:
             step = getattr(self.backend, "warmup_step", self.backend.step)
-            warmup = ("warmup", _loop_steps(step, self.chunk, False), (0, None, None))
+            warmup = (
+                "warmup",
+                _warmup_steps(step, self.backend.iteration, self.tune),
+                (0, None, None),
+            )
         else:
             warmup = ("warmup", self.backend.warmup, (0, None))
-        sample = ("sample", _loop_steps(self.backend.step, self.chunk, True), (0, None, None))
+        sample = ("sample", _loop_steps(self.backend.step, self.chunk), (0, None, None))
         return warmup, sample
 
     def warmup(self, state, n: int):
         """Advance ``n`` warmup iterations (blackjax: the whole warmup at once)."""
         (name, fn, axes), _ = self._programs()
         if self.backend.warmup_in_chunks:
-            state, _ = self._map_chains(name, fn, axes, (state,), (n, self.compiled.data))
-            return state
+            return self._map_chains(name, fn, axes, (state,), (n, self.compiled.data))
         return self._map_chains(name, fn, axes, (state,), (self.compiled.data,))
 
     def sample(self, state, n: int):
