@@ -21,7 +21,9 @@ body is one leapfrog step plus a few fused vector operations:
 A subtree that U-turns or diverges (energy error above ``DIVERGENCE_ENERGY``) ends the
 transition and contributes nothing to the proposal, as in Stan. After each valid subtree the
 whole trajectory is checked with the generalised criterion ``rho . p#_minus > 0`` and ``rho .
-p#_plus > 0``.
+p#_plus > 0``, ``rho`` the span's momentum sum with its two end points counted half, as
+numpyro and blackjax compute it (with every point counted whole, trees came out 3-5% longer
+than theirs at the same step size).
 
 Warmup is Stan's windowed adaptation: step size by dual averaging towards ``target_accept``
 (restarted at ``mu = log(10 eps)`` after each mass-matrix update, with the step size searched
@@ -102,7 +104,7 @@ class _Tree(NamedTuple):
     sub_proposal: _Proposal
     sub_log_weight: jax.Array
     sub_rho: jax.Array
-    ckpt_p_sharp: jax.Array  # (max_depth, D) p# at the checkpointed even leaves
+    ckpt_p: jax.Array  # (max_depth, D) momentum at the checkpointed even leaves
     ckpt_rho: jax.Array  # (max_depth, D) subtree momentum sum before those leaves
     accept_sum: jax.Array
     diverging: jax.Array
@@ -111,6 +113,12 @@ class _Tree(NamedTuple):
 
 def _popcount(k):
     return jax.lax.population_count(k)
+
+
+def _centred(rho, p_one_end, p_other_end):
+    """The momentum sum of a span with its two end points counted half (the trapezoidal sum
+    numpyro's and blackjax's criterion use, after Stan's)."""
+    return rho - 0.5 * (p_one_end + p_other_end)
 
 
 def _kinetic(p, inv_mass):
@@ -163,10 +171,10 @@ def transition(value_and_grad, key, position, logdensity, grad, step_size, inv_m
         idx_max = _popcount(t.leaf >> 1)
         ends = _popcount(t.leaf ^ (t.leaf + 1)) - 1  # trailing ones: sub-subtrees ending here
         idx_min = idx_max - ends + 1
-        ckpt_p_sharp = jnp.where(odd, t.ckpt_p_sharp, t.ckpt_p_sharp.at[idx_max].set(p_sharp))
+        ckpt_p = jnp.where(odd, t.ckpt_p, t.ckpt_p.at[idx_max].set(p))
         ckpt_rho = jnp.where(odd, t.ckpt_rho, t.ckpt_rho.at[idx_max].set(sub_rho - p))
-        spans = sub_rho - ckpt_rho
-        span_turned = (spans @ p_sharp <= 0) | (jnp.sum(spans * ckpt_p_sharp, axis=-1) <= 0)
+        spans = _centred(sub_rho - ckpt_rho, ckpt_p, p)
+        span_turned = (spans @ p_sharp <= 0) | (jnp.sum(spans * inv_mass * ckpt_p, axis=-1) <= 0)
         checked = odd & (rows >= idx_min) & (rows <= idx_max)
         invalid = diverging | jnp.any(checked & span_turned)
 
@@ -180,7 +188,8 @@ def transition(value_and_grad, key, position, logdensity, grad, step_size, inv_m
         log_weight = jnp.where(merge, jnp.logaddexp(t.log_weight, sub_log_weight), t.log_weight)
         rho = jnp.where(merge, t.rho + sub_rho, t.rho)
         other_sharp = inv_mass * t.other.p
-        turned = (jnp.vdot(rho, p_sharp) <= 0) | (jnp.vdot(rho, other_sharp) <= 0)
+        centred = _centred(rho, t.other.p, p)
+        turned = (jnp.vdot(centred, p_sharp) <= 0) | (jnp.vdot(centred, other_sharp) <= 0)
         depth = t.depth + complete
         done = invalid | (merge & (turned | (depth >= max_depth)))
 
@@ -203,7 +212,7 @@ def transition(value_and_grad, key, position, logdensity, grad, step_size, inv_m
             sub_proposal=sub_proposal,
             sub_log_weight=sub_log_weight,
             sub_rho=sub_rho,
-            ckpt_p_sharp=ckpt_p_sharp,
+            ckpt_p=ckpt_p,
             ckpt_rho=ckpt_rho,
             accept_sum=accept_sum,
             diverging=diverging,
@@ -223,7 +232,7 @@ def transition(value_and_grad, key, position, logdensity, grad, step_size, inv_m
         sub_proposal=proposal,
         sub_log_weight=minus_inf,
         sub_rho=jnp.zeros_like(position),
-        ckpt_p_sharp=checkpoints,
+        ckpt_p=checkpoints,
         ckpt_rho=checkpoints,
         accept_sum=jnp.zeros((), dtype),
         diverging=jnp.zeros((), bool),
@@ -338,9 +347,13 @@ class Nuts:
         return moved, moved.position, stats
 
     def warmup_step(self, state: NutsState, data):
-        """A warmup iteration (``state.i < tune``): move, then adapt as Stan does."""
+        """A warmup iteration: move, then adapt as Stan does. Past ``tune`` (a chain whose
+        warmup ended early, in a batch still adapting) it is a sampling step."""
         moved, stats = self._transition(state, data)
-        return self._adapt(state, moved, stats["acceptance_rate"], data), moved.position, stats
+        adapted = self._adapt(state, moved, stats["acceptance_rate"], data)
+        done = state.i >= self.tune
+        adapted = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), moved, adapted)
+        return adapted, moved.position, stats
 
     def _adapt(self, old: NutsState, new: NutsState, accept_prob, data) -> NutsState:
         dtype = new.position.dtype
