@@ -86,8 +86,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Dual averaging (Hoffman & Gelman 2014, as Stan and numpyro set it).
-DA_T0, DA_GAMMA, DA_KAPPA = 10.0, 0.05, 0.75
+from mpi_pymc import adaptation
+
 TRAJECTORY_SCALE = 1.0
 JITTER_LOW = 0.3
 # The running mean of U-turn times forgets with this horizon (iterations).
@@ -297,13 +297,7 @@ class AdaptiveHmc:
             log_step_size=jnp.log(step_size),
             inverse_mass_matrix=inv_mass,
             trajectory=INITIAL_STEPS * step_size,
-            da_mu=jnp.log(10.0 * step_size),
-            da_hbar=zero,
-            da_log_avg=zero,
-            da_count=zero,
-            wf_count=zero,
-            wf_mean=jnp.zeros_like(position),
-            wf_m2=jnp.zeros_like(position),
+            **adaptation.start_fields(position, step_size),
             uturn_mean=zero,
             uturn_count=zero,
             uturn_final_sum=zero,
@@ -393,13 +387,14 @@ class AdaptiveHmc:
         zero = jnp.zeros((), dtype)
 
         # Dual averaging of the log step size.
-        count = old.da_count + 1
-        weight = 1.0 / (count + DA_T0)
-        accept_prob = self._group_mean(accept_prob)
-        hbar = (1.0 - weight) * old.da_hbar + weight * (self.target_accept - accept_prob)
-        log_step = old.da_mu - jnp.sqrt(count) / DA_GAMMA * hbar
-        eta = count ** (-DA_KAPPA)
-        log_avg = eta * log_step + (1.0 - eta) * old.da_log_avg
+        count, hbar, log_step, log_avg = adaptation.dual_averaging(
+            old.da_count,
+            old.da_hbar,
+            old.da_log_avg,
+            old.da_mu,
+            self._group_mean(accept_prob),
+            self.target_accept,
+        )
 
         # Running mean of U-turn times, and their mean over the last fast window.
         uturn_time = self._group_mean(uturn_time)
@@ -415,12 +410,11 @@ class AdaptiveHmc:
 
         # Welford over the slow window; at its end the mass matrix updates and the running mean
         # of U-turn times starts again (the metric changed).
-        wf_count = old.wf_count + jnp.where(slow, 1.0, 0.0)
-        delta = new.position - old.wf_mean
-        wf_mean = jnp.where(slow, old.wf_mean + delta / jnp.maximum(wf_count, 1.0), old.wf_mean)
-        wf_m2 = jnp.where(slow, old.wf_m2 + delta * (new.position - wf_mean), old.wf_m2)
+        wf_count, wf_mean, wf_m2 = adaptation.welford(
+            old.wf_count, old.wf_mean, old.wf_m2, new.position, slow
+        )
         variance, n = self._pooled_variance(wf_count, wf_mean, wf_m2)
-        regularised = (n / (n + 5.0)) * variance + 1e-3 * (5.0 / (n + 5.0))
+        regularised = adaptation.regularised(variance, n)
         restart = window_end
 
         trajectory = TRAJECTORY_SCALE * uturn_mean

@@ -47,7 +47,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mpi_pymc.hmc import DA_GAMMA, DA_KAPPA, DA_T0, DIVERGENCE_ENERGY, warmup_schedule
+from mpi_pymc import adaptation
+from mpi_pymc.hmc import DIVERGENCE_ENERGY, warmup_schedule
 
 # Warmup ends early (the remaining slow windows are skipped, the terminal window still runs)
 # when a slow window of at least CONVERGED_WINDOW draws gives a metric within CONVERGED_RMS
@@ -301,7 +302,6 @@ class Nuts:
         step_size = search_step_size(
             value_and_grad, search_key, position, logdensity, grad, inv_mass, one, True
         )
-        zero = jnp.zeros((), position.dtype)
         return NutsState(
             i=jnp.zeros((), jnp.int32),
             position=position,
@@ -310,13 +310,7 @@ class Nuts:
             rng_key=key,
             log_step_size=jnp.log(step_size),
             inverse_mass_matrix=inv_mass,
-            da_mu=jnp.log(10.0 * step_size),
-            da_hbar=zero,
-            da_log_avg=zero,
-            da_count=zero,
-            wf_count=zero,
-            wf_mean=jnp.zeros_like(position),
-            wf_m2=jnp.zeros_like(position),
+            **adaptation.start_fields(position, step_size),
         )
 
     def _transition(self, state: NutsState, data):
@@ -363,20 +357,16 @@ class Nuts:
         last = old.i == self.tune - 1
 
         # Dual averaging of the log step size.
-        count = old.da_count + 1
-        weight = 1.0 / (count + DA_T0)
-        hbar = (1.0 - weight) * old.da_hbar + weight * (self.target_accept - accept_prob)
-        log_step = old.da_mu - jnp.sqrt(count) / DA_GAMMA * hbar
-        eta = count ** (-DA_KAPPA)
-        log_avg = eta * log_step + (1.0 - eta) * old.da_log_avg
+        count, hbar, log_step, log_avg = adaptation.dual_averaging(
+            old.da_count, old.da_hbar, old.da_log_avg, old.da_mu, accept_prob, self.target_accept
+        )
 
         # Welford over the slow window; at its end the mass matrix updates.
-        wf_count = old.wf_count + jnp.where(slow, 1.0, 0.0)
-        delta = new.position - old.wf_mean
-        wf_mean = jnp.where(slow, old.wf_mean + delta / jnp.maximum(wf_count, 1.0), old.wf_mean)
-        wf_m2 = jnp.where(slow, old.wf_m2 + delta * (new.position - wf_mean), old.wf_m2)
+        wf_count, wf_mean, wf_m2 = adaptation.welford(
+            old.wf_count, old.wf_mean, old.wf_m2, new.position, slow
+        )
         variance = wf_m2 / jnp.maximum(wf_count - 1.0, 1.0)
-        regularised = (wf_count / (wf_count + 5.0)) * variance + 1e-3 * (5.0 / (wf_count + 5.0))
+        regularised = adaptation.regularised(variance, wf_count)
         inv_mass = jnp.where(window_end, regularised, old.inverse_mass_matrix).astype(dtype)
         change = jnp.sqrt(jnp.mean(jnp.log(regularised / old.inverse_mass_matrix) ** 2))
         converged = window_end & (wf_count >= CONVERGED_WINDOW) & (change < CONVERGED_RMS)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -172,10 +172,33 @@ class _BlackjaxBackend:
         return new, nuts_state.position, stats
 
 
-class _NutsBackend:
-    """The project's NUTS (see :mod:`mpi_pymc.nuts`): one loop of leapfrogs per transition."""
+class _KernelBackend:
+    """A per-chain kernel of this package (``init``, ``step``, ``warmup_step`` over a state
+    with an iteration counter ``i``), with the ``tree_depth`` statistic added."""
 
     warmup_in_chunks = True
+    _kernel: Any
+
+    def init(self, key, position, data):
+        return self._kernel.init(key, position, data)
+
+    def iteration(self, state):
+        return state.i
+
+    def _with_depth(self, result):
+        new, position, stats = result
+        # The depth of a NUTS tree holding that many steps (hmc: comparable across samplers).
+        return new, position, {**stats, "tree_depth": _tree_depth(stats["n_steps"])}
+
+    def step(self, state, data):
+        return self._with_depth(self._kernel.step(state, data))
+
+    def warmup_step(self, state, data):
+        return self._with_depth(self._kernel.warmup_step(state, data))
+
+
+class _NutsBackend(_KernelBackend):
+    """The project's NUTS (see :mod:`mpi_pymc.nuts`): one loop of leapfrogs per transition."""
 
     def __init__(self, compiled: CompiledModel, config: RunConfig):
         from mpi_pymc.nuts import Nuts
@@ -187,27 +210,9 @@ class _NutsBackend:
             max_depth=config.max_tree_depth,
         )
 
-    def init(self, key, position, data):
-        return self._kernel.init(key, position, data)
 
-    def iteration(self, state):
-        return state.i
-
-    def _with_depth(self, result):
-        new, position, stats = result
-        return new, position, {**stats, "tree_depth": _tree_depth(stats["n_steps"])}
-
-    def step(self, state, data):
-        return self._with_depth(self._kernel.step(state, data))
-
-    def warmup_step(self, state, data):
-        return self._with_depth(self._kernel.warmup_step(state, data))
-
-
-class _HmcBackend:
+class _HmcBackend(_KernelBackend):
     """Adaptive jittered HMC (see :mod:`mpi_pymc.hmc`): fixed-length trajectories."""
-
-    warmup_in_chunks = True
 
     def __init__(self, compiled: CompiledModel, config: RunConfig):
         from mpi_pymc.hmc import AdaptiveHmc
@@ -219,23 +224,6 @@ class _HmcBackend:
             max_steps=2**config.max_tree_depth,
             group_size=config.adapt_group,
         )
-
-    def init(self, key, position, data):
-        return self._kernel.init(key, position, data)
-
-    def iteration(self, state):
-        return state.i
-
-    def _with_depth(self, result):
-        new, position, stats = result
-        # The depth a NUTS tree holding that many steps would have: comparable across samplers.
-        return new, position, {**stats, "tree_depth": _tree_depth(stats["n_steps"])}
-
-    def step(self, state, data):
-        return self._with_depth(self._kernel.step(state, data))
-
-    def warmup_step(self, state, data):
-        return self._with_depth(self._kernel.warmup_step(state, data))
 
 
 def _loop_steps(step, length: int):
