@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tolerances import assert_moments, assert_window_variances
 
 from mpi_pymc import diagnostics
 from mpi_pymc.hmc import (
@@ -26,6 +27,9 @@ jax.config.update("jax_enable_x64", True)
 
 MEANS = np.array([1.0, -2.0, 0.0, 5.0, 0.5])
 SDS = np.array([0.1, 1.0, 10.0, 0.5, 3.0])
+# Allowance for the measured downward bias of hmc's warmup-window variances (log scale):
+# twice the -0.091 measured (see test_adaptation_learns_scales_step_and_length).
+HMC_WINDOW_BIAS = 0.18
 
 
 def _windows(schedule):
@@ -106,21 +110,18 @@ def test_gaussian_means_and_sds_within_mcse(run, request):
     assert not stats["diverging"].any()
     ess = diagnostics.ess_bulk(positions)
     assert ess.min() > 1000  # 4000 draws of an easy target
-    mean = positions.mean(axis=(0, 1))
-    sd = positions.std(axis=(0, 1), ddof=1)
-    mcse_mean = sd / np.sqrt(diagnostics.ess_mean(positions))
-    assert np.all(np.abs(mean - MEANS) < 4 * mcse_mean), (mean, MEANS, mcse_mean)
-    sq = (positions - MEANS) ** 2
-    mcse_sd = sq.std(axis=(0, 1), ddof=1) / np.sqrt(diagnostics.ess_mean(sq)) / (2 * SDS)
-    assert np.all(np.abs(sd - SDS) < 4 * mcse_sd), (sd, SDS, mcse_sd)
-    assert diagnostics.rhat_rank(positions).max() < 1.01
+    assert_moments(positions, MEANS, SDS)
 
 
 def test_adaptation_learns_scales_step_and_length(gaussian_run):
-    adapted, _, stats = gaussian_run
-    # Mass matrix: the variances, within the noise of a 500-draw window.
-    ratio = np.asarray(adapted.inverse_mass_matrix) / SDS**2
-    assert np.all((ratio > 0.6) & (ratio < 1.6)), ratio
+    adapted, positions, stats = gaussian_run
+    # Mass matrix: the variances, within the noise of Stan's last 500-draw window, less the
+    # bias this kernel's warmup windows show: over 4 seeds x 4 chains x 5 scales the mean log
+    # ratio was -0.091 +- 0.012 (NUTS, same target and schedule: -0.036 +- 0.013, what its
+    # shorter window and Stan's shrinkage explain). Sampling itself is exact (moments above).
+    assert_window_variances(
+        adapted.inverse_mass_matrix, positions, MEANS, SDS, 500, low_bias=HMC_WINDOW_BIAS
+    )
     # In the adapted metric the target is a unit Gaussian: U-turn time near pi.
     trajectory = np.asarray(adapted.trajectory)
     assert np.all(np.abs(trajectory / (TRAJECTORY_SCALE * np.pi) - 1) < 0.35), trajectory
@@ -160,7 +161,7 @@ def test_warmup_steps_capped_by_the_averaged_step_size():
 
 
 def test_a_group_shares_its_adapted_settings_and_steps_in_lockstep(grouped_run):
-    adapted, _, stats = grouped_run
+    adapted, positions, stats = grouped_run
     for name in ("log_step_size", "inverse_mass_matrix", "trajectory"):
         value = np.asarray(getattr(adapted, name))
         for group in (value[:4], value[4:]):
@@ -170,8 +171,9 @@ def test_a_group_shares_its_adapted_settings_and_steps_in_lockstep(grouped_run):
     np.testing.assert_array_equal(steps[:4], np.broadcast_to(steps[0], steps[:4].shape))
     np.testing.assert_array_equal(steps[4:], np.broadcast_to(steps[4], steps[4:].shape))
     # The pooled variance over 4 chains x 200 window draws: within its noise of the truth.
-    ratio = np.asarray(adapted.inverse_mass_matrix[0]) / SDS**2
-    assert np.all((ratio > 0.7) & (ratio < 1.4)), ratio
+    assert_window_variances(
+        adapted.inverse_mass_matrix, positions, MEANS, SDS, 200, group=4, low_bias=HMC_WINDOW_BIAS
+    )
     trajectory = float(adapted.trajectory[0])
     assert abs(trajectory / (TRAJECTORY_SCALE * np.pi) - 1) < 0.35, trajectory
     acceptance = stats["acceptance_rate"][:4].mean()

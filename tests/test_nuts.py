@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tolerances import assert_moments, assert_window_variances
 
 from mpi_pymc import diagnostics
-from mpi_pymc.nuts import Nuts, transition
+from mpi_pymc.nuts import CONVERGED_WINDOW, Nuts, transition
 
 jax.config.update("jax_enable_x64", True)
 
@@ -57,18 +58,6 @@ def _run(logdensity, data, dim, tune=1000, draws=1000, chains=4, seed=3):
     return adapted, np.asarray(positions), {k: np.asarray(v) for k, v in stats.items()}
 
 
-def _assert_moments(positions, means, sds):
-    """Means and standard deviations within 4 MCSE of the truth."""
-    mean = positions.mean(axis=(0, 1))
-    sd = positions.std(axis=(0, 1), ddof=1)
-    mcse_mean = sd / np.sqrt(diagnostics.ess_mean(positions))
-    assert np.all(np.abs(mean - means) < 4 * mcse_mean), (mean, means, mcse_mean)
-    sq = (positions - means) ** 2
-    mcse_sd = sq.std(axis=(0, 1), ddof=1) / np.sqrt(diagnostics.ess_mean(sq)) / (2 * sds)
-    assert np.all(np.abs(sd - sds) < 4 * mcse_sd), (sd, sds, mcse_sd)
-    assert diagnostics.rhat_rank(positions).max() < 1.01
-
-
 @pytest.fixture(scope="module")
 def gaussian_run():
     return _run(_gaussian, (jnp.asarray(MEANS),), MEANS.size)
@@ -78,13 +67,13 @@ def test_gaussian_means_and_sds_within_mcse(gaussian_run):
     _, positions, stats = gaussian_run
     assert not stats["diverging"].any()
     assert diagnostics.ess_bulk(positions).min() > 1000  # 4000 draws of an easy target
-    _assert_moments(positions, MEANS, SDS)
+    assert_moments(positions, MEANS, SDS)
 
 
 def test_warmup_learns_the_scales_and_the_step_size(gaussian_run):
-    adapted, _, stats = gaussian_run
-    ratio = np.asarray(adapted.inverse_mass_matrix) / SDS**2
-    assert np.all((ratio > 0.6) & (ratio < 1.6)), ratio
+    adapted, positions, stats = gaussian_run
+    # The last window may be the 200-draw one that ended warmup early (CONVERGED_WINDOW).
+    assert_window_variances(adapted.inverse_mass_matrix, positions, MEANS, SDS, CONVERGED_WINDOW)
     # Dual averaging towards 0.8: Stan's realised acceptance lands at or somewhat above it.
     acceptance = stats["acceptance_rate"].mean(axis=1)
     assert np.all((acceptance > 0.7) & (acceptance < 0.97)), acceptance
@@ -122,7 +111,7 @@ def test_funnel_centred_reports_divergences_and_noncentred_matches():
     assert centred["diverging"].dtype == bool
     _, positions, stats = _run(_funnel_noncentred, (), 10, tune=500, draws=1000, seed=2)
     assert not stats["diverging"].any()
-    _assert_moments(positions, np.zeros(10), np.r_[3.0, np.ones(9)])
+    assert_moments(positions, np.zeros(10), np.r_[3.0, np.ones(9)])
 
 
 def test_a_transition_is_deterministic_in_its_key():
