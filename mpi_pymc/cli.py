@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from mpi_pymc import __version__, jobscript
-from mpi_pymc.config import RunConfig, UserError, parse_model_spec
+from mpi_pymc.config import RunConfig, UserError, parse_duration, parse_model_spec
 from mpi_pymc.errors import EXIT_CHECKPOINTED, EXIT_FAILURE, EXIT_OK, EXIT_USER, AgreedError
 
 DESCRIPTION = """\
@@ -30,7 +30,8 @@ returning one; MODEL.py:NAME picks another attribute. Every rank imports the fil
 data inside it must be seeded.
 
 exit codes: 0 done, 1 failure on some rank (job aborted), 2 bad input (one line says what),
-3 stopped by SIGTERM/SIGUSR1 after a checkpoint (continue with --resume).
+3 stopped by SIGTERM/SIGUSR1, --max-time or the SLURM job's end time, after a checkpoint
+(continue with --resume).
 """
 
 
@@ -84,6 +85,27 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     )
     chains.add_argument("--chains-per-rank", type=_positive_int, help="chains on each rank")
     g.add_argument("--seed", type=_positive_int, help="root seed (default: drawn and printed)")
+    g = run.add_argument_group("stopping (--draws is the cap)")
+    g.add_argument(
+        "--until-ess",
+        type=_positive_int,
+        metavar="N",
+        help="stop after the first chunk where min bulk and tail ESS reach N and max R-hat is "
+        "at most --until-rhat; the file then holds exactly the draws taken",
+    )
+    g.add_argument(
+        "--until-rhat",
+        type=float,
+        default=1.01,
+        help="R-hat bound of --until-ess (1.01)",
+    )
+    g.add_argument(
+        "--max-time",
+        metavar="DURATION",
+        help="stop with a checkpoint before this much wall time has passed (seconds, MM:SS, "
+        "HH:MM:SS or D-HH:MM:SS); inside a SLURM job its end time also applies, 60 s early. "
+        "Continue with --resume",
+    )
     g = run.add_argument_group("sampler")
     g.add_argument(
         "--sampler",
@@ -172,6 +194,9 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
         io=args.io,
         overwrite=args.overwrite,
         resume=args.resume,
+        until_ess=args.until_ess,
+        until_rhat=args.until_rhat,
+        max_time=None if args.max_time is None else parse_duration(args.max_time),
         command_line=["python", "-m", "mpi_pymc", *argv],
     )
 
@@ -203,8 +228,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from mpi_pymc.run import run
 
-            result = run(config_from_args(args, argv), comm)
-            if result.stopped_by_signal:
+            try:
+                config = config_from_args(args, argv)
+            except UserError as exc:  # parsed alike on every rank
+                raise AgreedError(str(exc)) from None
+            result = run(config, comm)
+            if result.resumable:
                 return EXIT_CHECKPOINTED
         elif args.command == "summary":
             from mpi_pymc.report import print_summary

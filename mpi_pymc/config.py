@@ -39,6 +39,9 @@ class RunConfig:
     io: str = "auto"
     overwrite: bool = False
     resume: bool = False
+    until_ess: int | None = None
+    until_rhat: float = 1.01
+    max_time: float | None = None
     command_line: list[str] = field(default_factory=list)
 
     def settings_for_fingerprint(self) -> dict:
@@ -111,6 +114,27 @@ def resolve_chain_method(config: RunConfig, platform: str) -> RunConfig:
     return config.replace(chain_method="vectorized" if vectorized else "sequential")
 
 
+def parse_duration(text: str) -> float:
+    """Seconds from ``SECONDS``, ``MM:SS``, ``HH:MM:SS`` or ``D-HH[:MM[:SS]]`` (SLURM's forms)."""
+    text = text.strip()
+    try:
+        days, _, rest = text.rpartition("-") if "-" in text else ("0", "", text)
+        parts = [float(part) for part in rest.split(":")]
+        if not 1 <= len(parts) <= 3 or any(part < 0 for part in parts) or float(days) < 0:
+            raise ValueError
+        if "-" in text:  # D-HH, D-HH:MM, D-HH:MM:SS
+            parts += [0.0] * (3 - len(parts))
+        seconds = 0.0
+        for part in parts:
+            seconds = seconds * 60 + part
+        return seconds + float(days) * 86400
+    except ValueError:
+        raise UserError(
+            f"--max-time '{text}' is not a duration: give seconds (3600), MM:SS, HH:MM:SS or "
+            "D-HH:MM:SS"
+        ) from None
+
+
 def default_out_path(model_path: str) -> str:
     return str(Path(model_path).with_suffix("").name) + ".h5"
 
@@ -171,6 +195,12 @@ def validate(config: RunConfig, world_size: int) -> RunConfig:
             f"pass --chains {world_size} or more, or launch fewer ranks"
         )
     _check_adapt_group(config, chains, world_size)
+    if config.until_ess is not None and config.until_ess <= 0:
+        raise UserError(f"--until-ess must be a positive integer, got {config.until_ess}")
+    if not config.until_rhat > 1.0:
+        raise UserError(f"--until-rhat must be above 1 (e.g. 1.01), got {config.until_rhat}")
+    if config.max_time is not None and config.max_time <= 0:
+        raise UserError(f"--max-time must be positive, got {config.max_time:g} seconds")
     if config.overwrite and config.resume:
         raise UserError("--overwrite and --resume contradict each other: pick one")
     out = config.out or default_out_path(config.model_path)

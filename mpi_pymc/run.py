@@ -21,6 +21,19 @@ from mpi_pymc import __version__
 from mpi_pymc.checkpoint import Checkpoint
 from mpi_pymc.config import RunConfig, UserError, resolve_chain_method, validate
 from mpi_pymc.errors import AgreedError, agree
+from mpi_pymc.stopping import (
+    STOP_DRAWS,
+    STOP_GOAL,
+    STOP_JOB_END,
+    STOP_MAX_TIME,
+    STOP_SIGNAL,
+    Deadline,
+    goal_met,
+    goal_progress,
+)
+
+# Stop reasons agreed by an MPI MAX, in order of precedence (0: keep going).
+_AGREED_STOPS = (None, STOP_MAX_TIME, STOP_JOB_END, STOP_SIGNAL)
 
 
 @dataclass
@@ -31,7 +44,12 @@ class RunResult:
     draws_completed: np.ndarray
     timings: dict = field(default_factory=dict)
     summary: dict | None = None
-    stopped_by_signal: bool = False
+    stopped_by: str = STOP_DRAWS
+
+    @property
+    def resumable(self) -> bool:
+        """Stopped early with a checkpoint (signal or deadline): ``--resume`` continues it."""
+        return self.stopped_by in (STOP_MAX_TIME, STOP_JOB_END, STOP_SIGNAL)
 
 
 def _versions() -> dict:
@@ -182,9 +200,19 @@ class _StopRequest:
 
         self.received = signal.Signals(number).name
 
-    def anyone(self, comm) -> bool:
-        """Collective: did any rank receive a stop signal?"""
-        return bool(comm.allreduce(1 if self.received else 0))
+
+def _local_stop(stop: _StopRequest, deadline: Deadline) -> int:
+    """This rank's reason to stop after this chunk, as an index into ``_AGREED_STOPS``."""
+    if stop.received:
+        return _AGREED_STOPS.index(STOP_SIGNAL)
+    return _AGREED_STOPS.index(deadline.reason_to_stop(time.time()))
+
+
+def _agreed_stop(comm, stop: _StopRequest, deadline: Deadline) -> str | None:
+    """Collective: the strongest reason any rank has to stop now (None: go on)."""
+    from mpi4py import MPI
+
+    return _AGREED_STOPS[comm.allreduce(_local_stop(stop, deadline), op=MPI.MAX)]
 
 
 T = TypeVar("T")
@@ -238,7 +266,7 @@ def _resolve_resume(config: RunConfig, original: RunConfig, comm) -> tuple[RunCo
 
 def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     """Sample ``config.model_path`` on every rank of ``comm``; rank 0 reports."""
-    t_start = time.perf_counter()
+    t_start, launched_at = time.perf_counter(), time.time()
     from mpi4py import MPI
 
     comm = comm if comm is not None else MPI.COMM_WORLD.Clone()
@@ -284,6 +312,10 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     # Resolved by validate() and the checkpoint: plain values from here on.
     chains, out = int(config.chains or 0), str(config.out)
     chain_group = seeding.chain_group(chains, size, rank)
+    from mpi_pymc.stopping import slurm_end_time
+
+    job_end = comm.bcast(slurm_end_time() if rank == 0 else None, root=0)
+    deadline = Deadline.start(launched_at, config.max_time, job_end)
     timings["startup"] = time.perf_counter() - t_start
 
     t0 = time.perf_counter()
@@ -402,6 +434,12 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         "tune": config.tune,
         "chain_groups": [[g.start, g.stop] for g in seeding.chain_groups(chains, size)],
         "settings": settings,
+        "stopping": {
+            "until_ess": config.until_ess,
+            "until_rhat": config.until_rhat,
+            "max_time": config.max_time,
+            "job_end_time": job_end,
+        },
         "binding": bindings,
         "node_shared_data_bytes": comm.allgather(node_data.shared_bytes if node_data else 0),
         "versions": _versions(),
@@ -432,7 +470,7 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         rank == 0 and (config.progress if config.progress is not None else sys.stderr.isatty()),
         config.tune + config.draws,
     )
-    stopped = False
+    stopped_by: str | None = None
     t0 = time.perf_counter()
 
     # The least advanced chain of the job: every rank takes the same number of warmup chunks
@@ -443,28 +481,32 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     iteration = least_iteration(state) if ckpt is not None else 0
     if iteration < config.tune:
         if sampler.backend.warmup_in_chunks:
-            while iteration < config.tune and not stopped:
+            while iteration < config.tune and not stopped_by:
+                t_chunk = time.time()
                 n = min(config.chunk_draws, config.tune - iteration)
                 state = sampler.warmup(state, n)
                 iteration = least_iteration(state)
                 saver.save(state, iteration, 0)
                 progress.update("warmup  ", iteration, 0)
-                stopped = stop.anyone(comm)
+                deadline.record(time.time() - t_chunk)
+                stopped_by = _agreed_stop(comm, stop, deadline)
         else:
             state = sampler.warmup(state, config.tune)
             iteration = config.tune
             saver.save(state, iteration, 0)
             progress.update("warmup  ", config.tune, 0)
-            stopped = stop.anyone(comm)
+            stopped_by = _agreed_stop(comm, stop, deadline)
     np.asarray(sampler.iterations(state))  # wait for the device
     timings["warmup"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    io_seconds = 0.0
+    io_seconds = goal_seconds = 0.0
     divergences_total = 0
     draw = draws_done
+    goal_stats = None  # the last --until-ess check's diagnostics, at `draw` draws
     stat_names = [v.name for v in layout.draw_groups["sample_stats"]]
-    while draw < config.draws and not stopped:
+    while draw < config.draws and not stopped_by:
+        t_chunk = time.time()
         n = min(config.chunk_draws, config.draws - draw)
         state, chunk_positions, stats = sampler.sample(state, n)
         constrained = sampler.constrain(chunk_positions)
@@ -482,40 +524,65 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         io_seconds += time.perf_counter() - t_io
         local = np.full(len(chain_group), draw, dtype=np.int64)
         local_divergences = int(np.asarray(stats["diverging"]).sum())
-        stop_here = 1 if stop.received else 0
-        gathered = comm.allgather((local, local_divergences, stop_here))
+        deadline.record(time.time() - t_chunk)
+        gathered = comm.allgather((local, local_divergences, _local_stop(stop, deadline)))
         draws_completed = np.concatenate([g[0] for g in gathered])
         divergences_total += sum(g[1] for g in gathered)
         # A signal after the last chunk changes nothing: the run is complete.
-        stopped = any(g[2] for g in gathered) and draw < config.draws
+        if draw < config.draws:
+            stopped_by = _AGREED_STOPS[max(g[2] for g in gathered)]
         t_io = time.perf_counter()
         writer.mark_completed(draws_completed)
         io_seconds += time.perf_counter() - t_io
         progress.update("sampling", config.tune + draw, divergences_total)
+        if config.until_ess is not None and not stopped_by:
+            t_goal = time.perf_counter()
+            goal_stats = _diagnostics_of(writer, compiled, chain_group, comm, draw)
+            goal_seconds += time.perf_counter() - t_goal
+            if goal_met(goal_stats, config.until_ess, config.until_rhat) and draw < config.draws:
+                stopped_by = STOP_GOAL
     progress.close()
-    timings["sampling"] = time.perf_counter() - t0 - io_seconds
+    timings["sampling"] = time.perf_counter() - t0 - io_seconds - goal_seconds
     timings["io"] = io_seconds
+    if config.until_ess is not None:
+        timings["until_ess_checks"] = goal_seconds
+    outcome = stopped_by or STOP_DRAWS
+    resumable = outcome in (STOP_MAX_TIME, STOP_JOB_END, STOP_SIGNAL)
+    if outcome == STOP_GOAL:
+        writer.trim(draw)  # the file holds exactly the draws taken
 
     summary, lines = None, []
-    if stopped:
-        writer.set_attrs({"timings": timings, "stopped_by": "signal"})
+    if resumable:
+        writer.set_attrs({"timings": timings, "stopped_by": outcome})
         lines.append(
-            f"stopped by a signal after {draw} of {config.draws} draws (warmup "
+            f"stopped by {_STOP_WORDS[outcome]} after {draw} of {config.draws} draws (warmup "
             f"{min(iteration, config.tune)}/{config.tune}); checkpoint written. Continue "
             f"with the same command plus --resume (output {out})"
         )
     else:
-        writer.set_attrs({"peak_rss_mb": comm.allgather(_peak_rss_mb())})
+        writer.set_attrs({"peak_rss_mb": comm.allgather(_peak_rss_mb()), "stopped_by": outcome})
         t0 = time.perf_counter()
-        summary = _diagnose(writer, compiled, chain_group, comm, config)
+        summary = _diagnose(writer, compiled, chain_group, comm, config, draw, goal_stats)
         timings["diagnostics"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
         writer.set_attrs(
             {"timings": timings, "divergences": divergences_total, "diagnostics": summary["json"]}
         )
         lines += [summary["table"], *(f"warning: {line}" for line in summary["warnings"])]
+        if outcome == STOP_GOAL:
+            lines.append(
+                f"reached --until-ess {config.until_ess} (R-hat <= {config.until_rhat}) after "
+                f"{draw} of at most {config.draws} draws per chain: "
+                f"{goal_progress(summary['stats'])}"
+            )
+        elif config.until_ess is not None:
+            lines.append(
+                f"warning: --until-ess {config.until_ess} not reached within --draws "
+                f"{config.draws}: {goal_progress(summary['stats'])}; resume is not possible "
+                "for a complete run, start a longer one"
+            )
         lines.append(
-            f"{divergences_total} divergences. Wrote {chains} chains x {config.draws} "
+            f"{divergences_total} divergences. Wrote {chains} chains x {draw} "
             f"draws to {out} ({io}); open with arviz.from_netcdf('{out}'). "
             f"Wall time {timings['total']:.1f}s"
         )
@@ -523,7 +590,7 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     comm.Barrier()
     if node_data is not None:
         node_data.free()  # nothing reads the model's data any more
-    if not stopped:
+    if not resumable:
         saver.remove()
     if rank == 0:
         for line in lines:
@@ -537,8 +604,15 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         draws_completed=draws_completed,
         timings=timings,
         summary=summary,
-        stopped_by_signal=stopped,
+        stopped_by=outcome,
     )
+
+
+_STOP_WORDS = {
+    STOP_SIGNAL: "a signal",
+    STOP_MAX_TIME: "--max-time",
+    STOP_JOB_END: "the SLURM job's end time",
+}
 
 
 def _peak_rss_mb() -> float:
@@ -620,15 +694,22 @@ class _CheckpointSaver:
         agree(self.comm, error, "writing the checkpoint")
 
 
-def _diagnose(writer, compiled, chain_group, comm, config) -> dict:
-    """R-hat/ESS over all chains by collectives; each rank reads back only its own chains."""
-    from mpi_pymc import diagnostics
+def _diagnostics_of(writer, compiled, chain_group, comm, draws: int) -> dict:
+    """R-hat/ESS of the first ``draws`` draws of all chains, by collectives; each rank reads
+    back only its own chains."""
     from mpi_pymc.diagnostics_mpi import distributed_diagnostics
 
-    columns = _flat_names(compiled)
-    local = local_draws_matrix(writer, compiled, chain_group)
-    stats = distributed_diagnostics(local, comm)
-    names = [c[0] for c in columns]
+    return distributed_diagnostics(local_draws_matrix(writer, compiled, chain_group, draws), comm)
+
+
+def _diagnose(writer, compiled, chain_group, comm, config, draws: int, known=None) -> dict:
+    """The summary of a finished run; ``known`` is a last --until-ess check at ``draws``."""
+    from mpi_pymc import diagnostics
+
+    stats = (
+        known if known is not None else _diagnostics_of(writer, compiled, chain_group, comm, draws)
+    )
+    names = [c[0] for c in _flat_names(compiled)]
     table = diagnostics.summary_table(names, stats)
     warns = diagnostics.convergence_warnings(stats, config.chains, names)
     as_json = {
@@ -638,10 +719,11 @@ def _diagnose(writer, compiled, chain_group, comm, config) -> dict:
     return {"table": table, "warnings": warns, "json": as_json, "stats": stats, "names": names}
 
 
-def local_draws_matrix(writer, compiled, chain_group: range) -> np.ndarray:
-    """This rank's chains as (chains, draws, parameters), read back through its writer."""
+def local_draws_matrix(writer, compiled, chain_group: range, draws: int) -> np.ndarray:
+    """This rank's chains' first ``draws`` draws as (chains, draws, parameters), read back
+    through its writer."""
     pieces = []
     for var in compiled.posterior_vars:
-        data = writer.read_local("posterior", var.name)
+        data = writer.read_local("posterior", var.name, draws)
         pieces.append(np.asarray(data, dtype=np.float64).reshape(data.shape[0], data.shape[1], -1))
     return np.concatenate(pieces, axis=2)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
@@ -124,7 +124,9 @@ def _coord_array(values: np.ndarray) -> np.ndarray:
 def _make_scales(group: h5py.Group, dims: dict[str, np.ndarray]) -> None:
     for dim, values in dims.items():
         values = _coord_array(values)
-        dset = group.create_dataset(dim, data=values)
+        # The draw axis can shrink to the draws taken (--until-ess): resizable.
+        maxshape = (None,) if dim == "draw" else None
+        dset = group.create_dataset(dim, data=values, maxshape=maxshape)
         dset.make_scale(dim)
 
 
@@ -163,6 +165,7 @@ def create_draw_group(
             dset = group.create_dataset(
                 var.name,
                 shape=(len(chains), layout.draws, *var.shape),
+                maxshape=(len(chains), None, *var.shape),
                 dtype=dtype,
                 chunks=(1, layout.chunk_draws, *var.shape),
                 fillvalue=_fill_value(dtype),
@@ -253,9 +256,17 @@ class MpioWriter(_Writer):
         self.file = h5py.File(path, "r+", driver="mpio", comm=comm)
         self._dsets = self._datasets(self.file)
 
-    def read_local(self, group: str, name: str) -> np.ndarray:
-        """This rank's chains of one variable, all draws."""
-        return self.file[group][name][self.chain_group.start : self.chain_group.stop]
+    def read_local(self, group: str, name: str, draws: int | None = None) -> np.ndarray:
+        """This rank's chains of one variable, the first ``draws`` draws (default all)."""
+        return self.file[group][name][self.chain_group.start : self.chain_group.stop, :draws]
+
+    def trim(self, draws: int) -> None:
+        """Collective: the file keeps only the first ``draws`` draws of every chain."""
+        for group_name, variables in self.layout.draw_groups.items():
+            self.file[group_name]["draw"].resize((draws,))
+            for var in variables:
+                self.file[group_name][var.name].resize(draws, axis=1)
+        self.file.flush()
 
     def write_chunk(self, draw_start: int, values: dict[tuple[str, str], np.ndarray]) -> None:
         lo, hi = self.chain_group.start, self.chain_group.stop
@@ -294,6 +305,7 @@ class ShardWriter(_Writer):
     ):  # fmt: skip
         super().__init__(path, comm, layout, chain_group)
         self.rank = comm.Get_rank()
+        self.root_attrs = root_attrs
         groups = comm.allgather((chain_group.start, chain_group.stop))
         segments, error = None, None
         if self.rank == 0:
@@ -337,8 +349,10 @@ class ShardWriter(_Writer):
         with h5py.File(path, "r") as f:
             return json.loads(f.attrs["shard_segments"])
 
-    def _write_main(self, root_attrs: dict, draw_start: int) -> None:
+    def _write_main(self, root_attrs: dict, draw_start: int, draws: int | None = None) -> None:
+        """Write ``OUT`` mapping the shards' first ``draws`` draws (default all)."""
         layout = self.layout
+        view = replace(layout, draws=layout.draws if draws is None else draws)
         stops = [s["draw_start"] for s in self.segments[1:]] + [layout.draws]
         tmp = f"{self.path}.tmp{os.getpid()}"
         with h5py.File(tmp, "w") as main:
@@ -346,10 +360,10 @@ class ShardWriter(_Writer):
                 sources = {}
                 for var in variables:
                     vlayout = h5py.VirtualLayout(
-                        shape=(layout.chains, layout.draws, *var.shape), dtype=np.dtype(var.dtype)
+                        shape=(layout.chains, view.draws, *var.shape), dtype=np.dtype(var.dtype)
                     )
                     for segment, stop in zip(self.segments, stops, strict=True):
-                        start = segment["draw_start"]
+                        start, stop = segment["draw_start"], min(stop, view.draws)
                         for rank, (lo, hi) in enumerate(segment["groups"]):
                             source = h5py.VirtualSource(
                                 f"{shard_dir(self.path).name}/{segment['dir']}/rank{rank:05d}.h5",
@@ -358,7 +372,7 @@ class ShardWriter(_Writer):
                             )
                             vlayout[lo:hi, start:stop] = source[:, start:stop]
                     sources[var.name] = vlayout
-                create_draw_group(main, group_name, layout, np.arange(layout.chains), sources)
+                create_draw_group(main, group_name, view, np.arange(layout.chains), sources)
             create_static_groups(main, layout)
             write_attrs(main, root_attrs)
             main.attrs["draws_completed"] = np.full(layout.chains, draw_start, dtype=np.int64)
@@ -366,8 +380,9 @@ class ShardWriter(_Writer):
             main.attrs["shard_segments"] = json.dumps(self.segments)
         os.replace(tmp, self.path)
 
-    def read_local(self, group: str, name: str) -> np.ndarray:
-        """This rank's chains of one variable, all draws, assembled from every segment.
+    def read_local(self, group: str, name: str, draws: int | None = None) -> np.ndarray:
+        """This rank's chains of one variable, the first ``draws`` draws (default all),
+        assembled from every segment.
 
         Earlier segments (before a resume) may have split the chains differently; their shards
         are closed by now and are read directly, never through the main file rank 0 holds.
@@ -386,7 +401,24 @@ class ShardWriter(_Writer):
                     out[a - lo : b - lo, start:stop] = old[group][name][
                         a - g_lo : b - g_lo, start:stop
                     ]
-        return out
+        return out[:, :draws]
+
+    def trim(self, draws: int) -> None:
+        """Collective: the main file maps only the first ``draws`` draws of every chain (the
+        shards keep their size; rank 0 rewrites the main file's virtual datasets)."""
+        error = None
+        if self.main is not None:
+            try:
+                completed = np.asarray(self.main.attrs["draws_completed"])
+                self.main.close()
+                self._write_main(self.root_attrs, draws, draws)
+                self.main = h5py.File(self.path, "r+")
+                self.main.attrs["draws_completed"] = completed
+            except OSError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        error = self.comm.bcast(error, root=0)
+        if error is not None:
+            raise OSError(f"rank 0 could not rewrite {self.path}: {error}")
 
     def write_chunk(self, draw_start: int, values: dict[tuple[str, str], np.ndarray]) -> None:
         for key, dset in self._dsets.items():

@@ -85,6 +85,10 @@ def test_ranks_that_disagree_are_named(tmp_path, name):
         (["--sampler", "hmc", "--adapt-group", "2", "--chains", "6"], "must divide every rank's"),
         (["--out", "/nonexistent/dir/o.h5"], "does not exist: create it first"),
         (["--out", "/proc/o.h5"], "output directory '/proc' is not writable"),
+        (["--until-ess", "0"], "--until-ess must be a positive integer"),
+        (["--until-ess", "400", "--until-rhat", "0.99"], "--until-rhat must be above 1"),
+        (["--max-time", "ten minutes"], "--max-time 'ten minutes' is not a duration"),
+        (["--max-time", "0"], "--max-time must be positive"),
     ],
 )
 def test_bad_options_on_two_ranks(tmp_path, args, needle):

@@ -1,0 +1,99 @@
+"""Stopping rules besides the ``--draws`` cap: a quality goal and a deadline.
+
+Pure decisions; the driver supplies the collective diagnostics and the clock readings, and
+every rank reaches the same verdict from the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+# Seconds kept free before a SLURM job's end time: the last chunk's checkpoint and file close.
+SLURM_MARGIN = 60.0
+# A chunk is predicted to take this much longer than the slowest one so far.
+CHUNK_SAFETY = 1.25
+
+# Values of the output's ``stopped_by`` attribute.
+STOP_DRAWS = "draws"  # the --draws cap: a complete run
+STOP_GOAL = "until_ess"  # --until-ess reached: complete, the file holds the draws taken
+STOP_MAX_TIME = "max_time"  # --max-time: checkpointed, resumable
+STOP_JOB_END = "job_end_time"  # the SLURM job's end time: checkpointed, resumable
+STOP_SIGNAL = "signal"  # SIGTERM/SIGUSR1: checkpointed, resumable
+
+
+def goal_met(stats: dict, until_ess: int, until_rhat: float) -> bool:
+    """Min bulk and tail ESS at least ``until_ess`` and max R-hat at most ``until_rhat``
+    (a NaN anywhere, e.g. a stuck parameter, means not yet)."""
+    bulk, tail, rhat = (np.asarray(stats[k], float) for k in ("ess_bulk", "ess_tail", "r_hat"))
+    values = np.concatenate([bulk, tail, rhat])
+    if values.size == 0 or np.isnan(values).any():
+        return False
+    return bool(bulk.min() >= until_ess and tail.min() >= until_ess and rhat.max() <= until_rhat)
+
+
+def goal_progress(stats: dict) -> str:
+    """``min bulk ESS 812, min tail ESS 640, max R-hat 1.004`` for progress lines."""
+    bulk, tail, rhat = (np.asarray(stats[k], float) for k in ("ess_bulk", "ess_tail", "r_hat"))
+    return (
+        f"min bulk ESS {np.nanmin(bulk):,.0f}, min tail ESS {np.nanmin(tail):,.0f}, "
+        f"max R-hat {np.nanmax(rhat):.3f}"
+    )
+
+
+def slurm_end_time(environ=None) -> float | None:
+    """The running SLURM job's end time (Unix seconds), or None outside a job or unlimited.
+
+    ``SLURM_JOB_END_TIME`` where SLURM sets it (newer releases); otherwise ``squeue`` is asked
+    once (``%e``, local time).
+    """
+    environ = os.environ if environ is None else environ
+    value = environ.get("SLURM_JOB_END_TIME", "")
+    if value.isdigit():
+        return float(value)
+    job = environ.get("SLURM_JOB_ID", "")
+    if not job.isdigit():
+        return None
+    try:
+        answer = subprocess.run(
+            ["squeue", "-h", "-j", job, "-o", "%e"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+        return time.mktime(time.strptime(answer, "%Y-%m-%dT%H:%M:%S"))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None  # Unknown / N/A / no squeue: only --max-time and signals apply
+
+
+@dataclass
+class Deadline:
+    """When the run must have stopped: ``--max-time`` after launch and/or the job's end."""
+
+    max_time_at: float | None  # time.time() value
+    job_end_at: float | None
+    slowest_chunk: float = 0.0
+
+    @classmethod
+    def start(cls, launched: float, max_time: float | None, job_end: float | None) -> Deadline:
+        return cls(
+            max_time_at=None if max_time is None else launched + max_time,
+            job_end_at=None if job_end is None else job_end - SLURM_MARGIN,
+        )
+
+    def record(self, chunk_seconds: float) -> None:
+        self.slowest_chunk = max(self.slowest_chunk, chunk_seconds)
+
+    def reason_to_stop(self, now: float) -> str | None:
+        """Which deadline the next chunk would overrun, if any."""
+        finish = now + CHUNK_SAFETY * self.slowest_chunk
+        if self.max_time_at is not None and finish > self.max_time_at:
+            return STOP_MAX_TIME
+        if self.job_end_at is not None and finish > self.job_end_at:
+            return STOP_JOB_END
+        return None

@@ -1,0 +1,130 @@
+"""Stopping rules: --until-ess (checked against ArviZ on the file), --max-time with resume,
+and the pure decisions behind them."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import arviz as az
+import h5py
+import numpy as np
+import pytest
+from helpers import EIGHT_SCHOOLS, run_ranks
+
+from mpi_pymc import stopping
+from mpi_pymc.checkpoint import checkpoint_path
+from mpi_pymc.config import UserError, parse_duration
+from mpi_pymc.errors import EXIT_CHECKPOINTED
+
+GOAL = 300
+CHUNK = 50
+SETTINGS = ["--tune", "300", "--draws", "1000", "--chains", "4", "--seed", "11",
+            "--chunk-draws", str(CHUNK), "--until-ess", str(GOAL)]  # fmt: skip
+
+
+# --- pure parts -------------------------------------------------------------------------------
+
+
+def _stats(bulk, tail, rhat):
+    return {"ess_bulk": np.array(bulk), "ess_tail": np.array(tail), "r_hat": np.array(rhat)}
+
+
+def test_goal_needs_every_parameter_on_every_measure():
+    assert stopping.goal_met(_stats([500, 400], [400, 450], [1.0, 1.009]), 400, 1.01)
+    assert not stopping.goal_met(_stats([500, 399], [400, 450], [1.0, 1.0]), 400, 1.01)
+    assert not stopping.goal_met(_stats([500, 400], [399, 450], [1.0, 1.0]), 400, 1.01)
+    assert not stopping.goal_met(_stats([500, 400], [400, 450], [1.0, 1.02]), 400, 1.01)
+    assert not stopping.goal_met(_stats([500, np.nan], [400, 450], [1.0, 1.0]), 400, 1.01)
+
+
+def test_durations_in_slurm_forms():
+    assert parse_duration("90") == 90
+    assert parse_duration("2:30") == 150
+    assert parse_duration("01:00:00") == 3600
+    assert parse_duration("1-02:00:00") == 93600
+    assert parse_duration("2-12") == 2 * 86400 + 12 * 3600
+    for bad in ("", "soon", "1:2:3:4", "-5", "1:-1"):
+        with pytest.raises(UserError, match="is not a duration"):
+            parse_duration(bad)
+
+
+def test_deadline_leaves_room_for_the_slowest_chunk():
+    deadline = stopping.Deadline.start(launched=1000.0, max_time=100.0, job_end=None)
+    assert deadline.reason_to_stop(1090.0) is None  # no chunk measured yet
+    deadline.record(4.0)
+    deadline.record(8.0)
+    assert deadline.reason_to_stop(1089.0) is None  # 1089 + 1.25 * 8 = 1099
+    assert deadline.reason_to_stop(1091.0) == stopping.STOP_MAX_TIME
+    job = stopping.Deadline.start(launched=0.0, max_time=None, job_end=500.0)
+    job.record(10.0)
+    assert job.reason_to_stop(500.0 - stopping.SLURM_MARGIN - 13.0) is None
+    assert job.reason_to_stop(500.0 - stopping.SLURM_MARGIN - 12.0) == stopping.STOP_JOB_END
+
+
+def test_slurm_end_time_from_the_environment():
+    assert stopping.slurm_end_time({}) is None
+    assert stopping.slurm_end_time({"SLURM_JOB_END_TIME": "1800000000"}) == 1800000000.0
+
+
+# --- real runs ---------------------------------------------------------------------------------
+
+
+def _arviz_goal(posterior, draws: int) -> bool:
+    """The goal judged by ArviZ itself on the first ``draws`` draws of every variable."""
+    part = posterior.isel(draw=slice(0, draws))
+    bulk = az.ess(part, method="bulk").to_array().values
+    tail = az.ess(part, method="tail").to_array().values
+    rhat = az.rhat(part).to_array().values
+    return bool(bulk.min() >= GOAL and tail.min() >= GOAL and rhat.max() <= 1.01)
+
+
+@pytest.fixture(scope="module")
+def goal_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("goal")
+    out = tmp / "goal.h5"
+    proc = run_ranks(2, ["run", str(EIGHT_SCHOOLS), *SETTINGS, "--out", str(out)], cwd=tmp)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_until_ess_stops_at_the_first_chunk_meeting_the_goal(goal_run):
+    out, proc = goal_run
+    posterior = az.from_netcdf(out).posterior
+    taken = posterior.sizes["draw"]
+    assert taken % CHUNK == 0 and CHUNK <= taken < 1000, taken
+    # Exactly the draws taken: no unfilled (NaN) tail.
+    assert not any(np.isnan(posterior[name].values).any() for name in posterior.data_vars)
+    assert _arviz_goal(posterior, taken)
+    assert taken == CHUNK or not _arviz_goal(posterior, taken - CHUNK)
+    with h5py.File(out) as f:
+        assert f.attrs["stopped_by"] == stopping.STOP_GOAL
+        np.testing.assert_array_equal(f.attrs["draws_completed"], [taken] * 4)
+        assert json.loads(f.attrs["stopping"])["until_ess"] == GOAL
+        # The file's own summary is of the draws taken.
+        assert min(json.loads(f.attrs["diagnostics"])["ess_bulk"]) >= GOAL
+    assert f"reached --until-ess {GOAL}" in proc.stdout
+    assert not Path(checkpoint_path(out)).exists()
+
+
+def test_max_time_checkpoints_and_resume_reaches_the_same_goal(goal_run, tmp_path):
+    reference, _ = goal_run
+    out = tmp_path / "timed.h5"
+    args = ["run", str(EIGHT_SCHOOLS), *SETTINGS, "--out", str(out)]
+    # Start-up alone takes longer than a second: the run stops after its first chunk.
+    started = time.monotonic()
+    first = run_ranks(2, [*args, "--max-time", "1"], cwd=tmp_path)
+    assert first.returncode == EXIT_CHECKPOINTED, first.stderr
+    assert "stopped by --max-time" in first.stdout
+    assert time.monotonic() - started < 120
+    assert Path(checkpoint_path(out)).exists()
+    with h5py.File(out) as f:
+        assert f.attrs["stopped_by"] == stopping.STOP_MAX_TIME
+    # Resume (any rank count) continues towards the same goal and lands on the same draws.
+    second = run_ranks(4, [*args, "--resume"], cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    resumed, whole = az.from_netcdf(out).posterior, az.from_netcdf(reference).posterior
+    assert resumed.sizes == whole.sizes
+    for name in whole.data_vars:
+        np.testing.assert_array_equal(resumed[name].values, whole[name].values, name)
