@@ -1,4 +1,4 @@
-"""Allocation benchmarks: ``python -m mpi_pymc bench weak|strong|chains|baseline MODEL.py``.
+"""Allocation benchmarks: ``python -m mpi_pymc bench weak|strong|chains|baseline|answer MODEL.py``.
 
 Each point launches a real ``mpi_pymc run`` (under ``mpirun`` or, inside a SLURM allocation,
 ``srun``), times the whole subprocess and reads the output file's root attributes (``timings``,
@@ -6,7 +6,8 @@ Each point launches a real ``mpi_pymc run`` (under ``mpirun`` or, inside a SLURM
 draws/s, min bulk ESS per wall second (start-up and compile included), ESS per rank-hour and per
 node-hour, max R-hat and parallel efficiency. ``baseline`` runs what PyMC users run today
 (``pm.sample`` with its default sampler, numpyro vectorized and parallel, nutpie) on the same
-machine and model and reports how mpi_pymc compares.
+machine and model and reports how mpi_pymc compares. ``answer`` times launch-to-answer: an
+``mpi_pymc run --until-ess N`` for each goal N against PyMC's numpyro path at its defaults.
 
 Outputs into ``--outdir``: ``results.json``, ``results.md`` (a table to paste) and PNG plots.
 The arithmetic (:func:`scaling`, :func:`ess_per_rank_hour`, :func:`render_markdown`...) is pure;
@@ -30,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-MODES = ("weak", "strong", "chains", "baseline")
+MODES = ("weak", "strong", "chains", "baseline", "answer")
 LAUNCHERS = ("auto", "mpirun", "srun", "none")
 BASELINE_METHODS = ("pymc", "numpyro_vectorized", "numpyro_parallel", "nutpie", "nutpie_jax")
 BASELINE_TITLES = {
@@ -54,6 +55,11 @@ TIMING_KEYS = (
     "total",
 )
 DEFAULT_SEED = 20261127
+# answer mode: the goals, the draws cap per chain, and what PyMC runs when not told otherwise.
+DEFAULT_GOALS = (1000, 10000)
+ANSWER_DRAWS_CAP = 20000
+PYMC_DEFAULT_TUNE = PYMC_DEFAULT_DRAWS = 1000
+GOAL_RHAT = 1.01
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 BASELINE_SCRIPT = PACKAGE_ROOT / "benchmarks" / "baseline_pymc.py"
 
@@ -198,6 +204,39 @@ def baseline_ratios(mpi_rows: list[dict], baseline_rows: list[dict]) -> list[dic
                         if m.get("wall_seconds") and b.get("wall_seconds") and b.get("ok")
                         else None
                     ),
+                }
+            )
+    return out
+
+
+def meets_goal(record: dict, goal: int, rhat: float = GOAL_RHAT) -> bool:
+    """Min bulk and tail ESS at least ``goal`` and max R-hat at most ``rhat``."""
+    values = [record.get(k) for k in ("min_ess_bulk", "min_ess_tail", "max_r_hat")]
+    if not record.get("ok") or any(v is None for v in values):
+        return False
+    bulk, tail, worst = (float(v) for v in values)  # type: ignore[arg-type]
+    return bulk >= goal and tail >= goal and worst <= rhat
+
+
+def answer_comparisons(points: list[dict], baselines: list[dict]) -> list[dict]:
+    """Per goal and baseline: mpi_pymc's launch-to-answer wall time over the baseline's, and
+    whether each side's file meets the goal (the baseline runs at PyMC's defaults, once)."""
+    out = []
+    for point in points:
+        goal = point["goal"]
+        for b in baselines:
+            mine, theirs = point.get("wall_seconds"), b.get("wall_seconds")
+            fraction = (
+                mine / theirs if point.get("ok") and b.get("ok") and mine and theirs else None
+            )
+            out.append(
+                {
+                    "goal": goal,
+                    "mpi_pymc": point["label"],
+                    "baseline": b["label"],
+                    "mpi_pymc_meets_goal": meets_goal(point, goal),
+                    "baseline_meets_goal": meets_goal(b, goal),
+                    "wall_fraction": fraction,
                 }
             )
     return out
@@ -370,6 +409,35 @@ def _baseline_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _answer_table(results: dict) -> str:
+    f = format_number
+    baselines = {b["label"]: b for b in results.get("baselines", [])}
+    header = ["goal (min ESS)", "mpi_pymc run", "time to answer s", "draws/chain",
+              "min bulk ESS", "min tail ESS", "max R-hat", "baseline", "baseline wall s",
+              "baseline min bulk / tail ESS", "baseline meets goal",
+              "mpi_pymc ÷ baseline wall"]  # fmt: skip
+    rows = []
+    points = {p["label"]: p for p in results.get("points", [])}
+    for c in results.get("comparisons", []):
+        p, b = points[c["mpi_pymc"]], baselines[c["baseline"]]
+        if not p.get("ok"):
+            mine = ["failed: " + str(p.get("error", "?"))[:50], "", "", "", ""]
+        else:
+            taken = f"{p['draws']} ({p.get('stopped_by', '?')})"
+            mine = [f(p["wall_seconds"]), taken, f(p["min_ess_bulk"], "int"),
+                    f(p.get("min_ess_tail"), "int"), f(p["max_r_hat"], "rhat")]  # fmt: skip
+            if not c["mpi_pymc_meets_goal"]:
+                mine[0] += " (goal not met)"
+        theirs = (
+            [f(b["wall_seconds"]), f"{f(b['min_ess_bulk'], 'int')} / "
+             f"{f(b.get('min_ess_tail'), 'int')}", "yes" if c["baseline_meets_goal"] else "no"]
+            if b.get("ok") else ["failed", "", ""]
+        )  # fmt: skip
+        rows.append([f"{c['goal']:,}", p["label"], *mine, b.get("title", b["label"]), *theirs,
+                     f(c["wall_fraction"], "ratio")])  # fmt: skip
+    return _table(header, rows)
+
+
 def render_markdown(results: dict) -> str:
     """The results as markdown an allocation proposal can paste."""
     mode = results["mode"]
@@ -403,7 +471,9 @@ def render_markdown(results: dict) -> str:
         f"- Run {results.get('created_at')} on {machine.get('hostname', '?')}",
         "",
     ]
-    if mode == "baseline":
+    if mode == "answer":
+        lines += [_answer_table(results), ""]
+    elif mode == "baseline":
         header, rows = _baseline_rows(results)
         lines += [_table(header, rows), ""]
         ratios = results.get("ratios", [])
@@ -438,6 +508,10 @@ def render_markdown(results: dict) -> str:
             "strong": "Strong scaling: fixed total chains; efficiency = T1/(N·TN).",
             "chains": "Chains sweep on one rank: throughput gain = (C/C0)·T0/T, ideal C/C0.",
             "baseline": "Same machine, model, chains, tune, draws and precision on every row.",
+            "answer": "Time to answer: wall time from launch to a file whose min bulk and tail "
+            f"ESS reach the goal with max R-hat <= {GOAL_RHAT} (mpi_pymc run --until-ess, "
+            "--draws as the cap), against the baseline's whole default run, which may or may "
+            "not reach the goal. Fraction below 1: mpi_pymc answers sooner.",
         }[mode],
         "",
     ]
@@ -736,6 +810,8 @@ def run_point(
     timings = attrs.get("timings") or {}
     diagnostics = attrs.get("diagnostics") or {}
     draws = int(attrs.get("draws", 0))
+    if attrs.get("draws_completed"):  # --until-ess: the draws taken, not the cap
+        draws = int(min(attrs["draws_completed"]))
     record.update(
         ok=bool(timings) and bool(diagnostics),
         chains=int(attrs.get("chains", chains)),
@@ -752,6 +828,7 @@ def run_point(
             else None
         ),
         divergences=attrs.get("divergences"),
+        stopped_by=attrs.get("stopped_by"),
         io=attrs.get("io"),
         binding=attrs.get("binding"),
         versions=attrs.get("versions"),
@@ -883,6 +960,25 @@ def write_plots(results: dict, outdir: Path) -> list[str]:
 
     mode = results["mode"]
     written: list[str] = []
+    if mode == "answer":
+        comparisons = [c for c in results.get("comparisons", []) if c["wall_fraction"]]
+        if not comparisons:
+            return written
+        runs = {p["label"]: p for p in results["points"]}
+        pymc = {b["label"]: b for b in results["baselines"]}
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        labels = [f"ESS {c['goal']:,}" for c in comparisons]
+        slots = list(range(len(comparisons)))
+        ax.bar([x - 0.2 for x in slots], [runs[c["mpi_pymc"]]["wall_seconds"] for c in comparisons],
+               width=0.4, label="mpi_pymc --until-ess")  # fmt: skip
+        ax.bar([x + 0.2 for x in slots],
+               [pymc[c["baseline"]]["wall_seconds"] for c in comparisons], width=0.4,
+               label="PyMC default run (" + ", ".join(pymc) + ")")  # fmt: skip
+        ax.set_xticks(slots, labels)
+        ax.set_ylabel("wall seconds from launch (lower is better)")
+        ax.set_title(f"{Path(results['model']).name}: time to answer")
+        ax.legend()
+        return [_save_figure(plt, fig, outdir / "answer.png")]
     if mode == "baseline":
         rows = [b for b in results.get("baselines", []) if b.get("ok")]
         rows += [p for p in results.get("points", []) if p.get("ok")]
@@ -994,7 +1090,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _add_arguments(bench: argparse.ArgumentParser) -> None:
-    bench.add_argument("mode", choices=MODES, help="weak, strong, chains or baseline")
+    bench.add_argument("mode", choices=MODES, help="weak, strong, chains, baseline or answer")
     bench.add_argument("model", metavar="MODEL.py[:NAME]", help="model file (and attribute)")
     g = bench.add_argument_group("points")
     g.add_argument("--ranks", type=parse_int_list, help="rank counts, e.g. 1,2,4,8")
@@ -1004,7 +1100,11 @@ def _add_arguments(bench: argparse.ArgumentParser) -> None:
         "--chain-counts", type=parse_int_list, default=[1, 4, 16, 64],
         help="chains mode: chain counts on one rank (1,4,16,64)",
     )  # fmt: skip
-    g.add_argument("--draws", type=int, default=1000, help="draws per chain (1000)")
+    g.add_argument(
+        "--draws",
+        type=int,
+        help=f"draws per chain (1000; answer mode: the cap, {ANSWER_DRAWS_CAP})",
+    )
     g.add_argument("--tune", type=int, default=1000, help="warmup steps per chain (1000)")
     g.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"root seed ({DEFAULT_SEED})")
     g.add_argument("--repeats", type=int, default=1, help="runs per point; the fastest is kept")
@@ -1050,11 +1150,18 @@ def _add_arguments(bench: argparse.ArgumentParser) -> None:
         help="run each point on the first ranks x K cores of this machine (taskset; mpirun or "
         "no launcher), so a weak-scaling series keeps the cores per rank fixed",
     )
-    g = bench.add_argument_group("baseline mode")
+    g = bench.add_argument_group("baseline and answer modes")
     g.add_argument(
-        "--baselines", default=",".join(BASELINE_METHODS),
-        help=f"which PyMC samplers ({','.join(BASELINE_METHODS)})",
+        "--baselines",
+        help=f"which PyMC samplers ({','.join(BASELINE_METHODS)}; default all, answer mode: "
+        "numpyro_parallel, what pm.sample(nuts_sampler='numpyro') runs)",
     )  # fmt: skip
+    g.add_argument(
+        "--until-ess",
+        type=parse_int_list,
+        default=list(DEFAULT_GOALS),
+        help="answer mode: the goals, min bulk and tail ESS " + ",".join(map(str, DEFAULT_GOALS)),
+    )
     g.add_argument("--cores", type=int, help="cores= for pm.sample (default: this machine's)")
     g.add_argument("--baseline-script", default=str(BASELINE_SCRIPT), help=argparse.SUPPRESS)
     g = bench.add_argument_group("output")
@@ -1087,6 +1194,12 @@ def _validated(args: argparse.Namespace) -> dict:
     if not os.path.isfile(path):
         raise BenchError(f"model file '{path}' does not exist: check the path")
     model = os.path.abspath(path) + (f":{name}" if name else "")
+    if args.draws is None:
+        args.draws = ANSWER_DRAWS_CAP if args.mode == "answer" else 1000
+    if args.baselines is None:
+        args.baselines = "numpyro_parallel" if args.mode == "answer" else ",".join(BASELINE_METHODS)
+    if args.mode == "answer" and (not args.until_ess or min(args.until_ess) <= 0):
+        raise BenchError("--until-ess needs positive goals, e.g. 1000,10000")
     for option in ("draws", "chains_per_rank", "repeats", "timeout"):
         if getattr(args, option) <= 0:
             raise BenchError(f"--{option.replace('_', '-')} must be positive")
@@ -1094,8 +1207,8 @@ def _validated(args: argparse.Namespace) -> dict:
         raise BenchError("--tune must be zero or more")
     if args.precision not in ("float64", "float32"):
         raise BenchError(f"unknown --precision '{args.precision}': choose float64 or float32")
-    if args.mode == "baseline" and args.precision != "float64":
-        raise BenchError("baseline mode compares float64 on both sides: drop --precision")
+    if args.mode in ("baseline", "answer") and args.precision != "float64":
+        raise BenchError(f"{args.mode} mode compares float64 on both sides: drop --precision")
     launcher = choose_launcher(args.launcher)
     cores = os.cpu_count() or 1
     if args.cores_per_rank is not None:
@@ -1109,7 +1222,7 @@ def _validated(args: argparse.Namespace) -> dict:
         ranks = [1]
     elif args.ranks:
         ranks = sorted(set(args.ranks))
-    elif args.mode == "baseline":
+    elif args.mode in ("baseline", "answer"):
         ranks = [max(1, min(args.chains or 4, cores))]
     else:
         ranks = powers_of_two_up_to(cores)
@@ -1140,7 +1253,7 @@ def _validated(args: argparse.Namespace) -> dict:
     samplers = [m.strip() for m in args.sampler.split(",") if m.strip()]
     if not samplers:
         raise BenchError("--sampler is empty: name nuts, numpyro, blackjax or hmc")
-    if len(samplers) > 1 and args.mode != "baseline":
+    if len(samplers) > 1 and args.mode not in ("baseline", "answer"):
         raise BenchError(
             f"--sampler takes one sampler in {args.mode} mode (a list only in baseline mode)"
         )
@@ -1159,7 +1272,7 @@ def _validated(args: argparse.Namespace) -> dict:
         "launcher": launcher,
         "plan": plan,
         "samplers": samplers,
-        "baselines": baselines if args.mode == "baseline" else [],
+        "baselines": baselines if args.mode in ("baseline", "answer") else [],
         "ranks_per_node": ranks_per_node,
         "ranks_per_node_source": source,
         "env": _parse_env(args.env),
@@ -1232,6 +1345,7 @@ def main(args: argparse.Namespace) -> int:
             "chain_method": args.chain_method,
             "gpus_per_rank": args.gpus_per_rank,
             "repeats": args.repeats,
+            "until_ess": args.until_ess if args.mode == "answer" else None,
             "jax_cache": "warm" if args.warm_cache else "cold (empty per run)",
             "cores_per_rank": args.cores_per_rank,
             "run_options": run_options[samplers[0]] if len(samplers) == 1 else run_options,
@@ -1259,8 +1373,8 @@ def main(args: argparse.Namespace) -> int:
                     method=method,
                     model=plan["model"],
                     chains=chains,
-                    tune=args.tune,
-                    draws=args.draws,
+                    tune=PYMC_DEFAULT_TUNE if args.mode == "answer" else args.tune,
+                    draws=PYMC_DEFAULT_DRAWS if args.mode == "answer" else args.draws,
                     seed=args.seed,
                     cores=plan["cores"],
                     workdir=outdir,
@@ -1274,8 +1388,14 @@ def main(args: argparse.Namespace) -> int:
             results["baselines"].append(record)
             _say(f"  baseline {method}: {_describe(record)}")
 
-    for sampler, (ranks, chains) in [(s, point) for s in samplers for point in plan["plan"]]:
+    goals = args.until_ess if args.mode == "answer" else [None]
+    points = [(s, point, goal) for s in samplers for point in plan["plan"] for goal in goals]
+    for sampler, (ranks, chains), goal in points:
         label = f"{args.mode}-r{ranks}-c{chains}" + (f"-{sampler}" if len(samplers) > 1 else "")
+        options = run_options[sampler]
+        if goal is not None:
+            label += f"-ess{goal}"
+            options = [*options, "--until-ess", str(goal)]
         tries = []
         for attempt in range(args.repeats):
             tries.append(
@@ -1284,7 +1404,7 @@ def main(args: argparse.Namespace) -> int:
                     model=plan["model"],
                     ranks=ranks,
                     chains=chains,
-                    run_options=run_options[sampler],
+                    run_options=options,
                     launcher=plan["launcher"],
                     launcher_args=launcher_args,
                     workdir=outdir,
@@ -1298,10 +1418,14 @@ def main(args: argparse.Namespace) -> int:
             )
         record = _fastest(tries)
         record["label"] = label
+        if goal is not None:
+            record["goal"] = goal
         results["points"].append(record)
         _say(f"  {label}: {_describe(record)}")
 
-    if args.mode != "baseline":
+    if args.mode == "answer":
+        results["comparisons"] = answer_comparisons(results["points"], results["baselines"])
+    elif args.mode != "baseline":
         add_scaling(results["points"], args.mode)
     else:
         results["ratios"] = baseline_ratios(

@@ -329,3 +329,40 @@ def test_baseline_mode_compares_numpyro_with_mpi_pymc_samplers(tmp_path):
     text = (outdir / "results.md").read_text()
     assert "mpi_pymc (mpirun -n 2, hmc)" in text and "cache cold" in text
     assert _png(outdir / "baseline.png")
+
+
+def test_answer_comparisons_judge_each_goal_on_both_sides():
+    point = {"label": "p", "goal": 500, "ok": True, "wall_seconds": 20.0,
+             "min_ess_bulk": 520.0, "min_ess_tail": 600.0, "max_r_hat": 1.004}  # fmt: skip
+    short = {"label": "b", "ok": True, "wall_seconds": 50.0,
+             "min_ess_bulk": 450.0, "min_ess_tail": 900.0, "max_r_hat": 1.001}  # fmt: skip
+    (row,) = bench.answer_comparisons([point], [short])
+    assert row["mpi_pymc_meets_goal"] and not row["baseline_meets_goal"]
+    assert math.isclose(row["wall_fraction"], 0.4)
+    assert not bench.meets_goal({**point, "max_r_hat": 1.02}, 500)
+    assert not bench.meets_goal({**point, "min_ess_tail": None}, 500)
+    assert bench.answer_comparisons([{**point, "ok": False}], [short])[0]["wall_fraction"] is None
+
+
+def test_answer_mode_times_launch_to_goal_against_pymc_defaults(tmp_path):
+    mpirun_or_skip()
+    outdir = tmp_path / "answer"
+    args = parse(["answer", str(LOGISTIC), "--ranks", "2", "--until-ess", "150",
+                  "--env", "MPI_PYMC_N=300", "--env", "MPI_PYMC_D=2", "--draws", "2000",
+                  "--tune", "200", "--chunk-draws", "50", "--timeout", "300",
+                  "--outdir", str(outdir)])  # fmt: skip
+    assert bench.main(args) == 0
+    results = json.loads((outdir / "results.json").read_text())
+    (baseline,) = results["baselines"]
+    assert baseline["method"] == "numpyro_parallel" and baseline["ok"], baseline.get("error")
+    assert (baseline["tune"], baseline["draws"]) == (1000, 1000)  # PyMC's defaults
+    (point,) = results["points"]
+    assert point["ok"] and point["goal"] == 150 and point["stopped_by"] == "until_ess"
+    assert 50 <= point["draws"] < 2000 and point["draws"] % 50 == 0
+    assert point["min_ess_bulk"] >= 150 and point["min_ess_tail"] >= 150
+    (row,) = results["comparisons"]
+    assert row["mpi_pymc_meets_goal"]
+    assert row["baseline_meets_goal"] == bench.meets_goal(baseline, 150)
+    assert math.isclose(row["wall_fraction"], point["wall_seconds"] / baseline["wall_seconds"])
+    assert "time to answer" in (outdir / "results.md").read_text()
+    assert _png(outdir / "answer.png")
