@@ -30,6 +30,7 @@ from mpi_pymc.stopping import (
     Deadline,
     goal_met,
     goal_progress,
+    goal_reachable,
 )
 
 # Stop reasons agreed by an MPI MAX, in order of precedence (0: keep going).
@@ -535,7 +536,11 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         writer.mark_completed(draws_completed)
         io_seconds += time.perf_counter() - t_io
         progress.update("sampling", config.tune + draw, divergences_total)
-        if config.until_ess is not None and not stopped_by:
+        if (
+            config.until_ess is not None
+            and not stopped_by
+            and goal_reachable(chains * draw, config.until_ess)
+        ):
             t_goal = time.perf_counter()
             goal_stats = _diagnostics_of(writer, compiled, chain_group, comm, draw)
             goal_seconds += time.perf_counter() - t_goal

@@ -6,6 +6,7 @@ every rank reaches the same verdict from the same numbers.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import time
@@ -34,6 +35,13 @@ def goal_met(stats: dict, until_ess: int, until_rhat: float) -> bool:
     if values.size == 0 or np.isnan(values).any():
         return False
     return bool(bulk.min() >= until_ess and tail.min() >= until_ess and rhat.max() <= until_rhat)
+
+
+def goal_reachable(total_draws: int, until_ess: int) -> bool:
+    """Whether ``total_draws`` draws (all chains) can have ESS ``until_ess`` at all: ArviZ's ESS
+    is at most ``total * log10(total)`` (its floor on the autocorrelation time), so checks
+    before then are skipped without changing where the run stops."""
+    return total_draws >= 4 and total_draws * math.log10(total_draws) >= until_ess
 
 
 def goal_progress(stats: dict) -> str:

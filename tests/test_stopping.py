@@ -39,6 +39,12 @@ def test_goal_needs_every_parameter_on_every_measure():
     assert not stopping.goal_met(_stats([500, np.nan], [400, 450], [1.0, 1.0]), 400, 1.01)
 
 
+def test_checks_wait_until_the_goal_is_reachable():
+    assert not stopping.goal_reachable(3, 1)  # too few draws for any ESS
+    assert not stopping.goal_reachable(100, 201)  # ESS <= 100 * log10(100) = 200
+    assert stopping.goal_reachable(100, 200)
+
+
 def test_durations_in_slurm_forms():
     assert parse_duration("90") == 90
     assert parse_duration("2:30") == 150
