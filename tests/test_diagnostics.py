@@ -10,57 +10,12 @@ import numpy as np
 import pytest
 from helpers import REFERENCE
 from scipy import stats
+from tolerances import ARVIZ_MAJOR, arviz_reference, az, relative_difference
 
 from mpi_pymc import diagnostics
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # ArviZ 0.2x announces its refactor on import
-    import arviz as az
-
-ARVIZ_MAJOR = int(az.__version__.split(".")[0])
 RTOL = 1e-8
 COMPARED = ("r_hat", "ess_bulk", "ess_tail", "mcse_mean", "mean", "sd")
-
-
-def arviz_reference(draws: np.ndarray) -> dict[str, np.ndarray]:
-    """ArviZ's numbers for draws shaped (chains, draws, n_params), through its public API."""
-    draws = np.asarray(draws, dtype=float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        summary = az.summary(az.convert_to_dataset(draws), kind="stats", round_to="none")
-        result = {"mean": summary["mean"].to_numpy(), "sd": summary["sd"].to_numpy()}
-        if ARVIZ_MAJOR == 0:
-            dataset = az.convert_to_dataset(draws)
-
-            def values(data):
-                return np.asarray(data["x"].values, dtype=float)
-
-            result["r_hat"] = values(az.rhat(dataset, method="rank"))
-            result["ess_bulk"] = values(az.ess(dataset, method="bulk"))
-            result["ess_tail"] = values(az.ess(dataset, method="tail"))
-            result["mcse_mean"] = values(az.mcse(dataset, method="mean"))
-        else:
-            # The array interface of arviz-stats; chain_axis=0, draw_axis=1. ArviZ 1.x has no
-            # default tail quantiles for arrays (and 0.11/0.89 style ones for xarray input).
-            result["r_hat"] = az.rhat(draws, method="rank", chain_axis=0, draw_axis=1)
-            result["ess_bulk"] = az.ess(draws, method="bulk", chain_axis=0, draw_axis=1)
-            result["ess_tail"] = az.ess(
-                draws, method="tail", prob=(0.05, 0.95), chain_axis=0, draw_axis=1
-            )
-            result["mcse_mean"] = az.mcse(draws, method="mean", chain_axis=0, draw_axis=1)
-    return {key: np.asarray(value, dtype=float) for key, value in result.items()}
-
-
-def relative_difference(ours: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """|ours - reference| / |reference|; 0 where both agree exactly or are both NaN, inf where
-    only one is NaN."""
-    ours = np.asarray(ours, dtype=float)
-    reference = np.asarray(reference, dtype=float)
-    both_nan = np.isnan(ours) & np.isnan(reference)
-    one_nan = np.isnan(ours) ^ np.isnan(reference)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        difference = np.where(ours == reference, 0.0, np.abs(ours - reference) / np.abs(reference))
-    return np.where(both_nan, 0.0, np.where(one_nan, np.inf, difference))
 
 
 def assert_matches_arviz(draws: np.ndarray) -> dict[str, np.ndarray]:
