@@ -138,6 +138,8 @@ def step_mpi(args: argparse.Namespace) -> int:
         options += ["--gpus-per-rank", str(args.gpus_per_rank)]
     if args.adapt_group > 1:
         options += ["--adapt-group", str(args.adapt_group)]
+    if args.until_ess:
+        options += ["--until-ess", str(args.until_ess), "--chunk-draws", str(args.chunk_draws)]
     record = bench.run_point(
         label=f"gpu-{args.name}",
         model=str(MODEL),
@@ -153,7 +155,11 @@ def step_mpi(args: argparse.Namespace) -> int:
         keep_output=False,
     )
     record.update(
-        step="mpi", name=args.name, precision=args.precision, adapt_group=args.adapt_group
+        step="mpi",
+        name=args.name,
+        precision=args.precision,
+        adapt_group=args.adapt_group,
+        until_ess=args.until_ess,
     )
     record.pop("diagnostics", None)
     _show_log(record)
@@ -280,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampler", default="nuts", help="mpi_pymc's --sampler")
     parser.add_argument("--gpus-per-rank", type=int)
     parser.add_argument("--adapt-group", type=int, default=1, help="mpi_pymc's --adapt-group")
+    parser.add_argument("--until-ess", type=int, help="mpi_pymc's --until-ess (time to answer)")
+    parser.add_argument("--chunk-draws", type=int, default=50, help="with --until-ess (50)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     steps = {"facts": step_facts, "reference": step_reference, "mpi": step_mpi,

@@ -22,6 +22,9 @@
 #   8b. nuts_profile: benchmarks/nuts_profile.py, cost per lockstep leapfrog of the project's
 #      NUTS, numpyro's and blackjax's against one gradient, 1 chain float64 and 64 chains float32
 #   8c. nuts_many: mpi_pymc's default NUTS, 64 chains float32, 500+500
+#   8d. answer_nuts / answer_hmc: time to answer, --until-ess GOAL (10,000; SMOKE 1,000) with
+#      64 float32 chains, --draws 2000 as the cap, goal checked every 50 draws, cold JAX cache:
+#      the default NUTS, and hmc with --adapt-group 64
 #   9. collect: $OUT/gpu_results.json and $OUT/gpu_results.md; the whole log is
 #      $OUT/gpu_check.log, one JSON line per step in $OUT/steps.jsonl
 # STEPS="facts hmc_many" runs only the steps named (keys in want() below); default all.
@@ -47,16 +50,18 @@ rm -f "$OUT/steps.jsonl"
 if [ "$SMOKE" = 1 ]; then
     export MPI_PYMC_N=${MPI_PYMC_N:-2000} MPI_PYMC_D=${MPI_PYMC_D:-5}
     TUNE=100 DRAWS=100 SMALL_TUNE=100 SMALL_DRAWS=100 LONG_DRAWS=300 MANY=16 MOST=64 SMOKE_FLAG=--smoke
+    GOAL=1000
     PROFILE_TRANSITIONS=10
 else
     export MPI_PYMC_N=${MPI_PYMC_N:-500000} MPI_PYMC_D=${MPI_PYMC_D:-54}
     TUNE=1000 DRAWS=1000 SMALL_TUNE=500 SMALL_DRAWS=500 LONG_DRAWS=2000 MANY=64 MOST=1024 SMOKE_FLAG=
+    GOAL=10000
     PROFILE_TRANSITIONS=50
 fi
 DEADLINE=$((SECONDS + BUDGET))
 
 # want KEY: is step KEY among STEPS ("all", or some of: facts reference hmc4 hmc_many hmc_most
-# hmc_long hmc_alone nuts4 nuts_profile nuts_many)?
+# hmc_long hmc_alone nuts4 nuts_profile nuts_many answer_nuts answer_hmc)?
 want() {
     [ "$STEPS" = all ] || [[ " $STEPS " == *" $1 "* ]]
 }
@@ -160,6 +165,12 @@ main() {
     want nuts_many && step "mpi_pymc NUTS f32 $MANY chains" 100 $PYTHON benchmarks/gpu_check.py mpi \
         "${g[@]}" --name "nuts-f32-${MANY}ch" --chains $MANY --precision float32 \
         --tune $SMALL_TUNE --draws $SMALL_DRAWS
+    local answer=(--chains $MANY --precision float32 --tune $TUNE --draws 2000 --until-ess $GOAL)
+    want answer_nuts && step "time to ESS $GOAL, NUTS f32 $MANY chains" 120 $PYTHON \
+        benchmarks/gpu_check.py mpi "${g[@]}" "${answer[@]}" --name "answer-nuts-${MANY}ch"
+    want answer_hmc && step "time to ESS $GOAL, hmc f32 $MANY chains" 120 $PYTHON \
+        benchmarks/gpu_check.py mpi "${g[@]}" "${answer[@]}" --name "answer-hmc-${MANY}ch" \
+        --sampler hmc --adapt-group $MANY
     echo
     echo "== collect"
     timeout 60 $PYTHON benchmarks/gpu_check.py collect --out "$OUT" $SMOKE_FLAG
