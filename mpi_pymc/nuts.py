@@ -36,7 +36,10 @@ skips its remaining slow windows and runs the terminal window (Stan's last 50 it
 step-size adaptation) straight away; its iteration counter jumps so that warmup ends at
 ``tune``. Stan's later windows are the longest (500 of 1000 iterations), and they re-estimate a
 metric that has stopped changing. The decision is the chain's own, so its draws do not depend
-on the other chains or the ranks.
+on the other chains or the ranks. Before the first mass-matrix update (the metric is still the
+identity) trees stop at depth ``EARLY_DEPTH``: on an ill-scaled target they would otherwise run
+to ``max_depth`` there and take most of a run's gradients (measured in
+``benchmarks/nuts_targets.py``).
 
 Everything is per chain and pure (``init(key, position, data)``, ``step(state, data)``), so
 chains run vmapped or one after another and a checkpoint is the state.
@@ -48,6 +51,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mpi_pymc import adaptation
 from mpi_pymc.hmc import DIVERGENCE_ENERGY, warmup_schedule
@@ -57,6 +61,10 @@ from mpi_pymc.hmc import DIVERGENCE_ENERGY, warmup_schedule
 # (root mean square of the log ratio over parameters) of the metric the window ran with.
 CONVERGED_WINDOW = 200
 CONVERGED_RMS = 0.3
+# Until the first mass-matrix update (the metric is still the identity) trees are capped at
+# this depth: an ill-scaled target would otherwise run trees of up to 2**max_depth - 1
+# leapfrogs there, most of the gradients of a whole run. 0: no cap.
+EARLY_DEPTH = 6
 # Stan's step-size search doubles or halves until one leapfrog's acceptance crosses this.
 SEARCH_ACCEPT = 0.8
 SEARCH_MAX_TRIES = 50
@@ -128,12 +136,23 @@ def _kinetic(p, inv_mass):
     return 0.5 * jnp.sum(inv_mass * p * p)
 
 
-def transition(value_and_grad, key, position, logdensity, grad, step_size, inv_mass, max_depth):
+def transition(
+    value_and_grad,
+    key,
+    position,
+    logdensity,
+    grad,
+    step_size,
+    inv_mass,
+    max_depth,
+    depth_limit=None,
+):
     """One NUTS transition from ``position``; returns the new point and the stats Stan reports.
 
     ``value_and_grad(x) -> (logdensity, grad)``. ``max_depth`` bounds the tree at ``2**max_depth
-    - 1`` leapfrogs.
+    - 1`` leapfrogs; ``depth_limit`` (a traced value up to ``max_depth``) may stop it earlier.
     """
+    depth_limit = max_depth if depth_limit is None else depth_limit
     dtype = position.dtype
     k_momentum, k_direction, k_leaf, k_subtree = jax.random.split(key, 4)
     p0 = jax.random.normal(k_momentum, position.shape, dtype) / jnp.sqrt(inv_mass)
@@ -194,7 +213,7 @@ def transition(value_and_grad, key, position, logdensity, grad, step_size, inv_m
         centred = _centred(rho, t.other.p, p)
         turned = (jnp.vdot(centred, p_sharp) <= 0) | (jnp.vdot(centred, other_sharp) <= 0)
         depth = t.depth + complete
-        done = invalid | (merge & (turned | (depth >= max_depth)))
+        done = invalid | (merge & (turned | (depth >= depth_limit)))
 
         # The next subtree grows from the end its direction names.
         edge = _Point(x, p, g)
@@ -291,6 +310,9 @@ class Nuts:
         self.target_accept = target_accept
         self.max_depth = max_depth
         self.schedule = warmup_schedule(tune)
+        ends = np.flatnonzero(self.schedule.window_end)
+        # Iterations before the first metric update (none when there is no slow window).
+        self.early_until = int(ends[0]) + 1 if len(ends) and EARLY_DEPTH else 0
 
     def _value_and_grad(self, data):
         return jax.value_and_grad(lambda x: self.logdensity(x, data))
@@ -315,7 +337,7 @@ class Nuts:
             **adaptation.start_fields(position, step_size),
         )
 
-    def _transition(self, state: NutsState, data):
+    def _transition(self, state: NutsState, data, depth_limit=None):
         key, step_key = jax.random.split(state.rng_key)
         step_size = jnp.exp(state.log_step_size)
         proposal, stats = transition(
@@ -327,6 +349,7 @@ class Nuts:
             step_size,
             state.inverse_mass_matrix,
             self.max_depth,
+            depth_limit,
         )
         moved = state._replace(
             i=state.i + 1,
@@ -345,7 +368,9 @@ class Nuts:
     def warmup_step(self, state: NutsState, data):
         """A warmup iteration: move, then adapt as Stan does. Past ``tune`` (a chain whose
         warmup ended early, in a batch still adapting) it is a sampling step."""
-        moved, stats = self._transition(state, data)
+        early = state.i < self.early_until
+        depth_limit = jnp.where(early, min(EARLY_DEPTH, self.max_depth), self.max_depth)
+        moved, stats = self._transition(state, data, depth_limit)
         adapted = self._adapt(state, moved, stats["acceptance_rate"], data)
         done = state.i >= self.tune
         adapted = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), moved, adapted)

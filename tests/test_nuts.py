@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from tolerances import assert_moments, assert_window_variances
 
-from mpi_pymc import diagnostics
-from mpi_pymc.nuts import CONVERGED_WINDOW, Nuts, transition
+from mpi_pymc import diagnostics, nuts
+from mpi_pymc.nuts import CONVERGED_WINDOW, EARLY_DEPTH, Nuts, transition
 
 jax.config.update("jax_enable_x64", True)
 
@@ -103,6 +103,30 @@ def test_trees_stop_at_the_u_turn_and_respect_the_depth_cap():
     assert np.any((deep + 1) & deep), deep
     shallow = np.asarray(jax.jit(jax.vmap(lambda k: steps(k, 5)))(keys))
     np.testing.assert_array_equal(shallow, np.full(64, 2**5 - 1))
+
+
+def _early_trees(early_depth, monkeypatch):
+    """Leapfrogs of the first 120 warmup iterations on a target with scales 0.01 to 1 (the
+    identity metric is badly off until the first update, at iteration 100)."""
+    monkeypatch.setattr(nuts, "EARLY_DEPTH", early_depth)
+    sds = np.logspace(-2, 0, 10)
+    kernel = Nuts(lambda x, data: -0.5 * jnp.sum((x / sds) ** 2), 1000, 0.8, max_depth=10)
+    assert kernel.early_until == (100 if early_depth else 0)
+    state = kernel.init(jax.random.PRNGKey(4), jnp.full(10, 0.5), ())
+    step = jax.jit(lambda s: kernel.warmup_step(s, ()))
+    counts = []
+    for _ in range(120):
+        state, _, stats = step(state)
+        counts.append(int(stats["n_steps"]))
+    return np.array(counts)
+
+
+def test_trees_before_the_first_metric_update_are_capped(monkeypatch):
+    uncapped = _early_trees(0, monkeypatch)
+    assert uncapped[:100].max() > 2**EARLY_DEPTH - 1  # what the cap is for
+    capped = _early_trees(EARLY_DEPTH, monkeypatch)
+    assert capped[:100].max() <= 2**EARLY_DEPTH - 1
+    assert capped[:100].sum() < uncapped[:100].sum() / 2
 
 
 def test_funnel_centred_reports_divergences_and_noncentred_matches():
