@@ -103,7 +103,7 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         "--max-time",
         metavar="DURATION",
         help="stop with a checkpoint before this much wall time has passed (seconds, MM:SS, "
-        "HH:MM:SS or D-HH:MM:SS); inside a SLURM job its end time also applies, 60 s early. "
+        "HH:MM:SS or D-HH:MM:SS); inside a SLURM job its end time also applies, 30 s early. "
         "Continue with --resume",
     )
     g = run.add_argument_group("sampler")

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 # Seconds kept free before a SLURM job's end time: the last chunk's checkpoint and file close.
-SLURM_MARGIN = 60.0
+# Shorter than any sensible `--signal` lead (SLURM sends it 0-30 s later than asked), so a job
+# that asked for a warning signal gets it before this fallback would stop the run.
+SLURM_MARGIN = 30.0
 # A chunk is predicted to take this much longer than the slowest one so far.
 CHUNK_SAFETY = 1.25
 
