@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mpi_pymc.config import DEFAULT_UNTIL_RHAT
+
 MODES = ("weak", "strong", "chains", "baseline", "answer")
 LAUNCHERS = ("auto", "mpirun", "srun", "none")
 BASELINE_METHODS = ("pymc", "numpyro_vectorized", "numpyro_parallel", "nutpie", "nutpie_jax")
@@ -59,7 +61,7 @@ DEFAULT_SEED = 20261127
 DEFAULT_GOALS = (1000, 10000)
 ANSWER_DRAWS_CAP = 20000
 PYMC_DEFAULT_TUNE = PYMC_DEFAULT_DRAWS = 1000
-GOAL_RHAT = 1.01
+GOAL_RHAT = DEFAULT_UNTIL_RHAT  # what mpi_pymc run --until-ess holds a goal to
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 BASELINE_SCRIPT = PACKAGE_ROOT / "benchmarks" / "baseline_pymc.py"
 

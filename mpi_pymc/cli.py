@@ -10,7 +10,13 @@ import argparse
 import sys
 
 from mpi_pymc import __version__, jobscript
-from mpi_pymc.config import RunConfig, UserError, parse_duration, parse_model_spec
+from mpi_pymc.config import (
+    DEFAULT_UNTIL_RHAT,
+    RunConfig,
+    UserError,
+    parse_duration,
+    parse_model_spec,
+)
 from mpi_pymc.errors import EXIT_CHECKPOINTED, EXIT_FAILURE, EXIT_OK, EXIT_USER, AgreedError
 
 DESCRIPTION = """\
@@ -96,8 +102,8 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--until-rhat",
         type=float,
-        default=1.01,
-        help="R-hat bound of --until-ess (1.01)",
+        default=DEFAULT_UNTIL_RHAT,
+        help=f"R-hat bound of --until-ess ({DEFAULT_UNTIL_RHAT})",
     )
     g.add_argument(
         "--max-time",

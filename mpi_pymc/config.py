@@ -11,6 +11,8 @@ SAMPLERS = ("nuts", "numpyro", "blackjax", "hmc")
 CHAIN_METHODS = ("auto", "vectorized", "sequential")
 PRECISIONS = ("float64", "float32")
 IO_MODES = ("auto", "mpio", "shards")
+# --until-rhat's default: the R-hat bound of an --until-ess goal.
+DEFAULT_UNTIL_RHAT = 1.01
 
 
 class UserError(Exception):
@@ -40,7 +42,7 @@ class RunConfig:
     overwrite: bool = False
     resume: bool = False
     until_ess: int | None = None
-    until_rhat: float = 1.01
+    until_rhat: float = DEFAULT_UNTIL_RHAT
     max_time: float | None = None
     command_line: list[str] = field(default_factory=list)
 

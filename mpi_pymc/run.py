@@ -22,6 +22,7 @@ from mpi_pymc.checkpoint import Checkpoint
 from mpi_pymc.config import RunConfig, UserError, resolve_chain_method, validate
 from mpi_pymc.errors import AgreedError, agree
 from mpi_pymc.stopping import (
+    RESUMABLE_STOPS,
     STOP_DRAWS,
     STOP_GOAL,
     STOP_JOB_END,
@@ -31,6 +32,7 @@ from mpi_pymc.stopping import (
     goal_met,
     goal_progress,
     goal_reachable,
+    slurm_end_time,
 )
 
 # Stop reasons agreed by an MPI MAX, in order of precedence (0: keep going).
@@ -50,7 +52,7 @@ class RunResult:
     @property
     def resumable(self) -> bool:
         """Stopped early with a checkpoint (signal or deadline): ``--resume`` continues it."""
-        return self.stopped_by in (STOP_MAX_TIME, STOP_JOB_END, STOP_SIGNAL)
+        return self.stopped_by in RESUMABLE_STOPS
 
 
 def _versions() -> dict:
@@ -313,8 +315,6 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     # Resolved by validate() and the checkpoint: plain values from here on.
     chains, out = int(config.chains or 0), str(config.out)
     chain_group = seeding.chain_group(chains, size, rank)
-    from mpi_pymc.stopping import slurm_end_time
-
     job_end = comm.bcast(slurm_end_time() if rank == 0 else None, root=0)
     deadline = Deadline.start(launched_at, config.max_time, job_end)
     timings["startup"] = time.perf_counter() - t_start
@@ -552,7 +552,7 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
     if config.until_ess is not None:
         timings["until_ess_checks"] = goal_seconds
     outcome = stopped_by or STOP_DRAWS
-    resumable = outcome in (STOP_MAX_TIME, STOP_JOB_END, STOP_SIGNAL)
+    resumable = outcome in RESUMABLE_STOPS
     if outcome == STOP_GOAL:
         writer.trim(draw)  # the file holds exactly the draws taken
 

@@ -27,12 +27,19 @@ STOP_GOAL = "until_ess"  # --until-ess reached: complete, the file holds the dra
 STOP_MAX_TIME = "max_time"  # --max-time: checkpointed, resumable
 STOP_JOB_END = "job_end_time"  # the SLURM job's end time: checkpointed, resumable
 STOP_SIGNAL = "signal"  # SIGTERM/SIGUSR1: checkpointed, resumable
+RESUMABLE_STOPS = (STOP_MAX_TIME, STOP_JOB_END, STOP_SIGNAL)
+
+
+def _goal_measures(stats: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bulk ESS, tail ESS and R-hat of every parameter."""
+    bulk, tail, rhat = (np.asarray(stats[k], float) for k in ("ess_bulk", "ess_tail", "r_hat"))
+    return bulk, tail, rhat
 
 
 def goal_met(stats: dict, until_ess: int, until_rhat: float) -> bool:
     """Min bulk and tail ESS at least ``until_ess`` and max R-hat at most ``until_rhat``
     (a NaN anywhere, e.g. a stuck parameter, means not yet)."""
-    bulk, tail, rhat = (np.asarray(stats[k], float) for k in ("ess_bulk", "ess_tail", "r_hat"))
+    bulk, tail, rhat = _goal_measures(stats)
     values = np.concatenate([bulk, tail, rhat])
     if values.size == 0 or np.isnan(values).any():
         return False
@@ -48,7 +55,7 @@ def goal_reachable(total_draws: int, until_ess: int) -> bool:
 
 def goal_progress(stats: dict) -> str:
     """``min bulk ESS 812, min tail ESS 640, max R-hat 1.004`` for progress lines."""
-    bulk, tail, rhat = (np.asarray(stats[k], float) for k in ("ess_bulk", "ess_tail", "r_hat"))
+    bulk, tail, rhat = _goal_measures(stats)
     return (
         f"min bulk ESS {np.nanmin(bulk):,.0f}, min tail ESS {np.nanmin(tail):,.0f}, "
         f"max R-hat {np.nanmax(rhat):.3f}"
