@@ -21,7 +21,8 @@ class UserError(Exception):
 
 @dataclass(frozen=True)
 class RunConfig:
-    model_path: str
+    # The model file; None when the Python API was handed a pm.Model object instead.
+    model_path: str | None = None
     model_name: str | None = None
     draws: int = 1000
     tune: int = 1000
@@ -116,6 +117,15 @@ def resolve_chain_method(config: RunConfig, platform: str) -> RunConfig:
     return config.replace(chain_method="vectorized" if vectorized else "sequential")
 
 
+def _check_model_file(path: str | None) -> None:
+    if path is None:
+        raise UserError("no model given: pass a model file MODEL.py[:NAME] or a pm.Model")
+    if not path.endswith(".py"):
+        raise UserError(f"model file '{path}' is not a .py file: pass model.py[:NAME]")
+    if not os.path.isfile(path):
+        raise UserError(f"model file '{path}' does not exist: check the path")
+
+
 def parse_duration(text: str) -> float:
     """Seconds from ``SECONDS``, ``MM:SS``, ``HH:MM:SS`` or ``D-HH[:MM[:SS]]`` (SLURM's forms)."""
     text = text.strip()
@@ -137,19 +147,18 @@ def parse_duration(text: str) -> float:
         ) from None
 
 
-def default_out_path(model_path: str) -> str:
-    return str(Path(model_path).with_suffix("").name) + ".h5"
+def default_out_path(model_path: str | None) -> str:
+    return str(Path(model_path or "model").with_suffix("").name) + ".h5"
 
 
-def validate(config: RunConfig, world_size: int) -> RunConfig:
+def validate(config: RunConfig, world_size: int, model_given: bool = False) -> RunConfig:
     """Check every setting; return the config with chains and output resolved.
 
+    ``model_given``: the Python API holds a ``pm.Model`` object, so there is no file to check.
     Pure and deterministic, so every rank reaches the same verdict without talking.
     """
-    if not config.model_path.endswith(".py"):
-        raise UserError(f"model file '{config.model_path}' is not a .py file: pass model.py[:NAME]")
-    if not os.path.isfile(config.model_path):
-        raise UserError(f"model file '{config.model_path}' does not exist: check the path")
+    if not model_given:
+        _check_model_file(config.model_path)
     for name in ("draws", "chunk_draws"):
         value = getattr(config, name)
         if value <= 0:

@@ -60,3 +60,26 @@ def abort(comm, exc: BaseException) -> None:
     if comm is not None and comm.Get_size() > 1:
         comm.Abort(EXIT_FAILURE)
     sys.exit(EXIT_FAILURE)
+
+
+def exit_code_of(comm, work) -> int:
+    """Run ``work()`` on this rank as the CLI does: the exit code, with failures reported.
+
+    An agreed failure prints one line on rank 0 (``EXIT_USER``); a failure this rank alone
+    knows, or a bug, ends every rank through :func:`abort`; ``work``'s own result is the code.
+    """
+    try:
+        return int(work())
+    except AgreedError as exc:
+        if comm.Get_rank() == 0:
+            print(f"mpi_pymc: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USER
+    except UserError as exc:
+        # Known to this rank only: the others may be waiting in a collective.
+        abort(comm, exc)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+    except Exception as exc:
+        abort(comm, exc)
+        return EXIT_FAILURE

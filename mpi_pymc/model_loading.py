@@ -69,18 +69,22 @@ def load_model(path: str, name: str | None = None):
             ) from None
     if not isinstance(obj, pm.Model):
         raise UserError(f"{path}:{attr} is a {type(obj).__name__}, not a pm.Model: {_FIX}")
-    check_model(obj, path)
+    check_model(obj, f"the model in {path}")
     return obj
 
 
-def check_model(model, path: str) -> None:
-    """Refuse models NUTS cannot sample."""
+def check_model(model, what: str) -> None:
+    """Refuse models NUTS cannot sample; ``what`` names the model in the message."""
+    import pymc as pm
+
+    if not isinstance(model, pm.Model):
+        raise UserError(f"{what} is a {type(model).__name__}, not a pm.Model: pass a pm.Model")
     if not model.free_RVs:
-        raise UserError(f"the model in {path} has no free random variables: nothing to sample")
+        raise UserError(f"{what} has no free random variables: nothing to sample")
     discrete = [v.name for v in model.free_RVs if v.type.dtype.startswith(("int", "uint", "bool"))]
     if discrete:
         raise UserError(
-            f"the model in {path} has discrete free variables ({', '.join(discrete)}); NUTS needs "
+            f"{what} has discrete free variables ({', '.join(discrete)}); NUTS needs "
             "continuous ones: marginalize them out (e.g. pymc_extras.marginalize) or make them "
             "observed"
         )

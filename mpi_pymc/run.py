@@ -11,9 +11,10 @@ import platform
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from mpi_pymc import __version__
 from mpi_pymc.checkpoint import Checkpoint
 from mpi_pymc.config import RunConfig, UserError, resolve_chain_method, validate
 from mpi_pymc.errors import AgreedError, agree
+from mpi_pymc.progress import Progress
 from mpi_pymc.stopping import (
     RESUMABLE_STOPS,
     STOP_DRAWS,
@@ -151,57 +153,44 @@ def _flat_names(compiled) -> list[tuple[str, str, tuple]]:
     return columns
 
 
-class _Progress:
-    """A one-line progress bar on rank 0 (stderr), only on a terminal unless forced."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled = enabled
-        self.total = max(total, 1)
-        self.start = time.perf_counter()
-        self.last_len = 0
-
-    def update(self, label: str, done: int, divergences: int) -> None:
-        if not self.enabled:
-            return
-        elapsed = time.perf_counter() - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - done) / rate if rate > 0 else float("nan")
-        width = 30
-        filled = int(width * done / self.total)
-        line = (
-            f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
-            f"{rate:,.0f} it/s  ETA {eta:5.0f}s  divergences {divergences}"
-        )
-        sys.stderr.write(line.ljust(self.last_len))
-        sys.stderr.flush()
-        self.last_len = len(line)
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 class _StopRequest:
-    """SIGTERM/SIGUSR1 (SLURM's walltime warning) ask every rank to stop after this chunk."""
+    """SIGTERM/SIGUSR1 (SLURM's walltime warning) ask every rank to stop after this chunk.
+
+    From the Python API (``interrupt=True``) SIGINT does too, and a second SIGINT raises
+    KeyboardInterrupt at once; the API puts the previous handlers back when the run returns.
+    """
 
     SIGNALS = ("SIGTERM", "SIGUSR1")
 
     def __init__(self):
         self.received: str | None = None
+        self.previous: dict[int, Any] = {}
 
-    def install(self) -> None:
+    def install(self, interrupt: bool = False) -> None:
         import signal
+        import threading
 
-        for name in self.SIGNALS:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may handle signals; the job's own stay as they are
+        for name in (*self.SIGNALS, "SIGINT") if interrupt else self.SIGNALS:
             number = getattr(signal, name, None)
             if number is not None:
-                signal.signal(number, self._handle)
+                self.previous[number] = signal.signal(number, self._handle)
+
+    def restore(self) -> None:
+        import signal
+
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        self.previous.clear()
 
     def _handle(self, number, frame) -> None:
         import signal
 
-        self.received = signal.Signals(number).name
+        name = signal.Signals(number).name
+        if name == "SIGINT" and self.received:
+            raise KeyboardInterrupt
+        self.received = name
 
 
 def _local_stop(stop: _StopRequest, deadline: Deadline) -> int:
@@ -267,18 +256,130 @@ def _resolve_resume(config: RunConfig, original: RunConfig, comm) -> tuple[RunCo
     return config, ckpt
 
 
-def run(config: RunConfig, comm=None, echo=print) -> RunResult:
-    """Sample ``config.model_path`` on every rank of ``comm``; rank 0 reports."""
-    t_start, launched_at = time.perf_counter(), time.time()
+@dataclass
+class _Job:
+    """What every phase of one run shares: communicator, settings, clocks and the stop flags."""
+
+    comm: Any
+    config: RunConfig
+    echo: Callable[[str], None]
+    launched_at: float = field(default_factory=time.time)
+    t_start: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(default_factory=dict)
+    stop: _StopRequest = field(default_factory=_StopRequest)
+
+    @property
+    def rank(self) -> int:
+        return self.comm.Get_rank()
+
+    @property
+    def size(self) -> int:
+        return self.comm.Get_size()
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+    def say(self, line: str) -> None:
+        if self.rank == 0:
+            self.echo(line)
+
+
+@dataclass
+class _Chains:
+    """This rank's chains once the model is compiled: what sampling needs."""
+
+    compiled: Any
+    chain_group: range
+    root_seed: int
+    sampler: Any
+    state: Any
+    ckpt: Checkpoint | None
+
+
+@dataclass
+class _Sampled:
+    """Where the sampling loop left off."""
+
+    draw: int
+    iteration: int
+    stopped_by: str | None
+    draws_completed: np.ndarray
+    divergences: int = 0
+    goal_stats: dict | None = None  # the last --until-ess check's diagnostics, at `draw`
+
+
+def run(config: RunConfig, comm=None, echo=print, model=None, interrupt=False) -> RunResult:
+    """Sample on every rank of ``comm``; rank 0 reports through ``echo``.
+
+    The model is ``config.model_path`` (imported on every rank) or, from the Python API, the
+    ``pm.Model`` passed as ``model`` (built on every rank, or unpickled by each). The phases
+    run in order; each ends in an agreement, so a failure anywhere stops every rank there.
+    ``interrupt``: Ctrl-C stops the run after its chunk with a checkpoint (the Python API).
+    """
     from mpi4py import MPI
 
-    comm = comm if comm is not None else MPI.COMM_WORLD.Clone()
-    rank, size = comm.Get_rank(), comm.Get_size()
-    timings: dict[str, float] = {}
-    stop = _StopRequest()
-    stop.install()
+    job = _Job(comm if comm is not None else MPI.COMM_WORLD.Clone(), config, echo)
+    job.stop.install(interrupt)
+    if interrupt:
+        try:
+            return _run_phases(job, model)
+        finally:
+            job.stop.restore()
+    return _run_phases(job, model)
 
-    launched = os.environ.get("SLURM_STEP_NUM_TASKS")
+
+def _run_phases(job: _Job, model) -> RunResult:
+    """The driver's phases, in order."""
+    config = job.config
+    guard_launcher(job.size)
+    original = config
+    job.config = settle_settings(job, model is not None)
+    binding = bind_devices(job)
+    check_output_path(job)
+    ckpt = settle_seed(job, original)
+    job.timings["startup"] = time.perf_counter() - job.t_start
+    with job.timed("load_model"):
+        model = load_the_model(job, model)
+    with job.timed("compile"):
+        compiled = compile_and_fingerprint(job, model)
+    if ckpt is not None:
+        check_resume_matches(ckpt, compiled.fingerprint, job.config.settings_for_fingerprint())
+    node_data = share_data(job, binding.platform, compiled)
+    job.say(start_line(job.config, job.size, resuming=ckpt is not None))
+    with job.timed("init"):
+        chains = init_chains(job, compiled, model, ckpt)
+    with job.timed("jit"):
+        compile_programs(job, chains)
+    writer, io = open_output(job, chains, binding, node_data)
+    deadline = Deadline.start(job.launched_at, job.config.max_time, job_end_time(job))
+    saver = _CheckpointSaver(job.config, compiled, chains.root_seed, job.comm, chains.chain_group)
+    progress = Progress(
+        job.rank == 0
+        and (job.config.progress if job.config.progress is not None else sys.stderr.isatty()),
+        job.config.tune + job.config.draws,
+    )
+    with job.timed("warmup"):
+        sampled = warm_up(job, chains, saver, progress, deadline)
+    sampled = sample_in_chunks(job, chains, sampled, writer, saver, progress, deadline)
+    progress.close()
+    result = finish(job, chains, sampled, writer, io)
+    writer.close()
+    job.comm.Barrier()
+    if node_data is not None:
+        node_data.free()  # nothing reads the model's data any more
+    if not result.resumable:
+        saver.remove()
+    # The handlers stay installed: a walltime signal arriving during teardown must not kill a
+    # finished rank (exit 138 would mark a complete job FAILED).
+    return result
+
+
+def guard_launcher(size: int, environ=os.environ) -> None:
+    """Refuse N one-rank worlds started by ``srun`` with an MPI that was not wired to it."""
+    launched = environ.get("SLURM_STEP_NUM_TASKS")
     if size == 1 and launched and launched.isdigit() and int(launched) > 1:
         # srun --mpi=none/pmi2 with an MPI that wants PMIx: N independent one-rank "jobs" that
         # would all write the same file.
@@ -287,154 +388,235 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
             "wired to srun — use `srun --mpi=pmix` (see `srun --mpi=list`) or mpirun"
         )
 
-    # Settings: pure, identical on every rank, so no communication is needed to agree.
-    original = config
-    config = _on_every_rank(comm, "validating the settings", lambda: validate(original, size))
 
-    from mpi_pymc import seeding, topology
+def settle_settings(job: _Job, model_given: bool) -> RunConfig:
+    """Validate the settings: pure and identical on every rank, so no rank needs to talk."""
+    return _on_every_rank(
+        job.comm, "validating the settings", lambda: validate(job.config, job.size, model_given)
+    )
+
+
+def bind_devices(job: _Job):
+    """Bind this rank's GPU(s) or CPU cores, then resolve ``--chain-method auto`` for them."""
+    from mpi_pymc import topology
 
     binding = _on_every_rank(
-        comm, "binding devices", lambda: topology.bind(comm, config.gpus_per_rank)
+        job.comm, "binding devices", lambda: topology.bind(job.comm, job.config.gpus_per_rank)
     )
     # Every rank of a job binds the same kind of device, so every rank resolves alike.
-    config = resolve_chain_method(config, binding.platform)
-    # Output checks on rank 0 only (one view of the file system), verdict shared.
+    job.config = resolve_chain_method(job.config, binding.platform)
+    return binding
+
+
+def check_output_path(job: _Job) -> None:
+    """Rank 0 checks the output path (one view of the file system); every rank hears it."""
     _on_every_rank(
-        comm, "checking the output path", lambda: _check_output(config) if rank == 0 else None
+        job.comm,
+        "checking the output path",
+        lambda: _check_output(job.config) if job.rank == 0 else None,
     )
+
+
+def settle_seed(job: _Job, original: RunConfig) -> Checkpoint | None:
+    """The root seed (the checkpoint's on --resume, else given, else drawn on rank 0)."""
+    from mpi_pymc import seeding
 
     ckpt = None
-    if config.resume:
-        config, ckpt = _resolve_resume(config, original, comm)
-    root_seed = config.seed
+    if job.config.resume:
+        job.config, ckpt = _resolve_resume(job.config, original, job.comm)
+    root_seed = job.config.seed
     if root_seed is None:
-        root_seed = comm.bcast(seeding.fresh_root_seed() if rank == 0 else None, root=0)
-        if rank == 0:
-            echo(f"root seed {root_seed} (pass --seed {root_seed} to repeat this run)")
-    config = config.replace(seed=root_seed)
-    # Resolved by validate() and the checkpoint: plain values from here on.
-    chains, out = int(config.chains or 0), str(config.out)
-    chain_group = seeding.chain_group(chains, size, rank)
-    job_end = comm.bcast(slurm_end_time() if rank == 0 else None, root=0)
-    deadline = Deadline.start(launched_at, config.max_time, job_end)
-    timings["startup"] = time.perf_counter() - t_start
+        root_seed = job.comm.bcast(seeding.fresh_root_seed() if job.rank == 0 else None, root=0)
+        job.say(f"root seed {root_seed} (pass --seed {root_seed} to repeat this run)")
+    job.config = job.config.replace(seed=root_seed)
+    return ckpt
 
-    t0 = time.perf_counter()
-    _configure_jax(config.precision)
+
+def load_the_model(job: _Job, model=None):
+    """Import the model file on every rank (user code runs here), or check the given model."""
+    _configure_jax(job.config.precision)
     warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
-    from mpi_pymc.model_loading import load_model
+    from mpi_pymc.model_loading import check_model, load_model
 
-    # Any failure to load (user code runs here) is agreed on, never left to hang the others.
-    model = _on_every_rank(
-        comm,
+    if model is not None:
+        _on_every_rank(job.comm, "checking the model", lambda: check_model(model, "the model"))
+        return model
+    # Any failure to load is agreed on, never left to hang the others.
+    return _on_every_rank(
+        job.comm,
         "loading the model",
-        lambda: load_model(config.model_path, config.model_name),
+        lambda: load_model(str(job.config.model_path), job.config.model_name),
         catch=(Exception,),
     )
-    timings["load_model"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
+
+def compile_and_fingerprint(job: _Job, model):
+    """Translate the model to JAX on every rank; the ranks' fingerprints must agree."""
     from mpi_pymc.compile import compile_model
 
     compiled = _on_every_rank(
-        comm,
+        job.comm,
         "compiling the model",
-        lambda: compile_model(model, config.precision),
+        lambda: compile_model(model, job.config.precision),
         catch=(Exception,),
         reword=lambda exc: f"could not translate the model to JAX: {type(exc).__name__}: {exc}",
     )
-    fingerprints = comm.allgather(compiled.fingerprint)
-    if len(set(fingerprints)) > 1:
-        groups: dict[str, list[int]] = {}
-        for r, fp in enumerate(fingerprints):
-            groups.setdefault(fp, []).append(r)
-        described = "; ".join(f"ranks {v} -> {k[:12]}" for k, v in groups.items())
+    disagreement = fingerprint_disagreement(job.comm.allgather(compiled.fingerprint))
+    if disagreement:
+        raise AgreedError(disagreement)
+    return compiled
+
+
+def fingerprint_disagreement(fingerprints: list[str]) -> str | None:
+    """The error for ranks that built different models, or None when all agree."""
+    if len(set(fingerprints)) <= 1:
+        return None
+    groups: dict[str, list[int]] = {}
+    for rank, fingerprint in enumerate(fingerprints):
+        groups.setdefault(fingerprint, []).append(rank)
+    described = "; ".join(f"ranks {v} -> {k[:12]}" for k, v in groups.items())
+    return (
+        f"ranks built different models ({described}): every rank must build the same model — "
+        "seed any random data in the model file (e.g. np.random.default_rng(1234))"
+    )
+
+
+def check_resume_matches(ckpt: Checkpoint, fingerprint: str, settings: dict) -> None:
+    """A resumed run must have the checkpointed run's model and draw-changing settings."""
+    from mpi_pymc.checkpoint import settings_differences
+
+    if ckpt.meta["fingerprint"] != fingerprint:
         raise AgreedError(
-            f"ranks built different models ({described}): every rank must build the same model — "
-            "seed any random data in the model file (e.g. np.random.default_rng(1234))"
+            "--resume: the model differs from the checkpointed run's (fingerprint "
+            f"{ckpt.meta['fingerprint'][:12]} vs {fingerprint[:12]}): resume with "
+            "the same model file, data and package versions, or start again with --overwrite"
         )
-    timings["compile"] = time.perf_counter() - t0
-    settings = config.settings_for_fingerprint()
-    if ckpt is not None:
-        from mpi_pymc.checkpoint import settings_differences
-
-        if ckpt.meta["fingerprint"] != compiled.fingerprint:
-            raise AgreedError(
-                "--resume: the model differs from the checkpointed run's (fingerprint "
-                f"{ckpt.meta['fingerprint'][:12]} vs {compiled.fingerprint[:12]}): resume with "
-                "the same model file, data and package versions, or start again with --overwrite"
-            )
-        differences = settings_differences(ckpt.meta["settings"], settings)
-        if differences:
-            raise AgreedError(
-                "--resume: settings differ from the checkpointed run ("
-                + "; ".join(differences)
-                + "): repeat the original options"
-            )
-
-    # CPU ranks of a node read one copy of the data (see node_data); MPI_PYMC_SHARE_DATA=0 opts out.
-    node_data = None
-    if binding.platform == "cpu" and os.environ.get("MPI_PYMC_SHARE_DATA", "1") != "0":
-        from mpi_pymc.node_data import share_on_node
-
-        node_data = share_on_node(comm, compiled.data)
-        compiled.data = tuple(node_data.arrays)
-
-    if rank == 0:
-        what = "resuming" if ckpt is not None else "sampling"
-        echo(
-            f"mpi_pymc {__version__}: {what} {config.model_path} on {size} rank(s), "
-            f"{chains} chains ({config.chain_method}, {config.sampler}, "
-            f"{config.precision}), seed {root_seed}, {config.tune} tune + {config.draws} draws"
+    differences = settings_differences(ckpt.meta["settings"], settings)
+    if differences:
+        raise AgreedError(
+            "--resume: settings differ from the checkpointed run ("
+            + "; ".join(differences)
+            + "): repeat the original options"
         )
 
-    t0 = time.perf_counter()
+
+def share_data(job: _Job, platform: str, compiled):
+    """CPU ranks of a node read one copy of the data (see node_data).
+
+    ``MPI_PYMC_SHARE_DATA=0`` opts out.
+    """
+    if platform != "cpu" or os.environ.get("MPI_PYMC_SHARE_DATA", "1") == "0":
+        return None
+    from mpi_pymc.node_data import share_on_node
+
+    node_data = share_on_node(job.comm, compiled.data)
+    compiled.data = tuple(node_data.arrays)
+    return node_data
+
+
+def start_line(config: RunConfig, size: int, resuming: bool) -> str:
+    """Rank 0's first line: what runs where, with which settings."""
+    what = "resuming" if resuming else "sampling"
+    return (
+        f"mpi_pymc {__version__}: {what} {config.model_path or 'the model'} on {size} rank(s), "
+        f"{config.chains} chains ({config.chain_method}, {config.sampler}, "
+        f"{config.precision}), seed {config.seed}, {config.tune} tune + {config.draws} draws"
+    )
+
+
+def init_chains(job: _Job, compiled, model, ckpt: Checkpoint | None) -> _Chains:
+    """Initial points and sampler states of this rank's chain group (or the checkpoint's)."""
+    from mpi_pymc import seeding
     from mpi_pymc.sampling import ChainGroupSampler, initial_positions
 
+    root_seed = int(job.config.seed or 0)
+    chain_group = seeding.chain_group(int(job.config.chains or 0), job.size, job.rank)
     positions = _on_every_rank(
-        comm,
+        job.comm,
         "initialising the chains",
         lambda: initial_positions(compiled, model, root_seed, chain_group),
         catch=(ValueError,),
         reword=str,
     )
-    sampler = ChainGroupSampler(compiled, config)
+    sampler = ChainGroupSampler(compiled, job.config)
     state = sampler.init(seeding.sampler_keys(root_seed, chain_group), positions)
     if ckpt is not None:
         state = _restore_state(state, ckpt, chain_group)
-    timings["init"] = time.perf_counter() - t0
+    return _Chains(compiled, chain_group, root_seed, sampler, state, ckpt)
 
-    # The first ranks compile the warmup and sampling programs side by side (one each); then
-    # every rank loads them from the persistent cache instead of compiling them again.
-    t0 = time.perf_counter()
-    programs = sampler.program_names()
-    mine = programs[rank :: min(size, len(programs))] if rank < len(programs) else []
+
+def compile_programs(job: _Job, chains: _Chains) -> None:
+    """The first ranks compile the warmup and sampling programs side by side (one each); then
+    every rank loads them from the persistent cache instead of compiling them again."""
+    programs = chains.sampler.program_names()
+    mine = programs[job.rank :: min(job.size, len(programs))] if job.rank < len(programs) else []
     if mine:
-        sampler.precompile(state, mine)
-    comm.Barrier()
-    timings["jit"] = time.perf_counter() - t0
+        chains.sampler.precompile(chains.state, mine)
+    job.comm.Barrier()
 
+
+def job_end_time(job: _Job) -> float | None:
+    """The SLURM job's end time as rank 0 reads it (None outside a job)."""
+    return job.comm.bcast(slurm_end_time() if job.rank == 0 else None, root=0)
+
+
+def open_output(job: _Job, chains: _Chains, binding, node_data):
+    """Open the writer (parallel HDF5 or shards) with the run's root attributes."""
     from mpi_pymc import storage
 
+    config, out = job.config, str(job.config.out)
     io = storage.choose_io(config.io)
     if io == "mpio" and not storage.mpio_available():
         raise AgreedError(
             "--io mpio needs an MPI-enabled h5py (h5py.get_config().mpi is False): "
             "run `make parallel-hdf5` or use --io shards"
         )
-    layout = storage.layout_for(compiled, chains, config.draws, config.chunk_draws)
-    bindings = comm.allgather(binding.as_dict())
-    root_attrs = {
+    chain_count = int(config.chains or 0)
+    layout = storage.layout_for(chains.compiled, chain_count, config.draws, config.chunk_draws)
+    attrs = root_attrs(
+        config,
+        job.size,
+        chains.compiled,
+        bindings=job.comm.allgather(binding.as_dict()),
+        shared_bytes=job.comm.allgather(node_data.shared_bytes if node_data else 0),
+        job_end=job_end_time(job),
+    )
+    if config.overwrite:
+        _on_every_rank(
+            job.comm,
+            "preparing the output",
+            lambda: _remove_previous(out) if job.rank == 0 else None,
+            catch=(OSError,),
+            reword=lambda exc: f"cannot remove existing '{out}': {exc}",
+        )
+    ckpt = chains.ckpt
+    writer = storage.open_writer(
+        io, out, job.comm, layout, chains.chain_group, attrs,
+        resume=ckpt is not None, draw_start=ckpt.draws_done if ckpt is not None else 0,
+    )  # fmt: skip
+    if ckpt is not None:
+        writer.mark_completed(np.full(chain_count, ckpt.draws_done, dtype=np.int64))
+    return writer, io
+
+
+def root_attrs(
+    config: RunConfig, size: int, compiled, bindings, shared_bytes, job_end
+) -> dict[str, Any]:
+    """The output file's root attributes: how, where and with what this run sampled."""
+    from mpi_pymc import seeding
+
+    chains = int(config.chains or 0)
+    return {
         "inference_library": "mpi_pymc",
         "inference_library_version": __version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "root_seed": str(root_seed),
+        "root_seed": str(config.seed),
         "ranks": size,
         "chains": chains,
         "draws": config.draws,
         "tune": config.tune,
         "chain_groups": [[g.start, g.stop] for g in seeding.chain_groups(chains, size)],
-        "settings": settings,
+        "settings": config.settings_for_fingerprint(),
         "stopping": {
             "until_ess": config.until_ess,
             "until_rhat": config.until_rhat,
@@ -442,74 +624,62 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
             "job_end_time": job_end,
         },
         "binding": bindings,
-        "node_shared_data_bytes": comm.allgather(node_data.shared_bytes if node_data else 0),
+        "node_shared_data_bytes": shared_bytes,
         "versions": _versions(),
         "command_line": config.command_line or sys.argv,
-        "model_path": os.path.abspath(config.model_path),
+        "model_path": os.path.abspath(config.model_path) if config.model_path else "",
         "model_fingerprint": compiled.fingerprint,
         "model_fingerprint_parts": compiled.fingerprint_parts,
     }
-    if config.overwrite:
-        _on_every_rank(
-            comm,
-            "preparing the output",
-            lambda: _remove_previous(out) if rank == 0 else None,
-            catch=(OSError,),
-            reword=lambda exc: f"cannot remove existing '{out}': {exc}",
-        )
-    draws_done = ckpt.draws_done if ckpt is not None else 0
-    writer = storage.open_writer(
-        io, out, comm, layout, chain_group, root_attrs,
-        resume=ckpt is not None, draw_start=draws_done,
-    )  # fmt: skip
-    draws_completed = np.full(chains, draws_done, dtype=np.int64)
-    if ckpt is not None:
-        writer.mark_completed(draws_completed)
-    saver = _CheckpointSaver(config, compiled, root_seed, comm, chain_group)
 
-    progress = _Progress(
-        rank == 0 and (config.progress if config.progress is not None else sys.stderr.isatty()),
-        config.tune + config.draws,
-    )
-    stopped_by: str | None = None
-    t0 = time.perf_counter()
+
+def warm_up(job: _Job, chains: _Chains, saver, progress: Progress, deadline: Deadline) -> _Sampled:
+    """Warmup in chunks (checkpointed after each) or in one program, as the sampler needs."""
+    from mpi4py import MPI
+
+    config, sampler = job.config, chains.sampler
 
     # The least advanced chain of the job: every rank takes the same number of warmup chunks
     # (each ends in collectives) even when its chains ended warmup early.
     def least_iteration(state) -> int:
-        return comm.allreduce(int(sampler.iterations(state).min()), op=MPI.MIN)
+        return job.comm.allreduce(int(sampler.iterations(state).min()), op=MPI.MIN)
 
-    iteration = least_iteration(state) if ckpt is not None else 0
-    if iteration < config.tune:
-        if sampler.backend.warmup_in_chunks:
-            while iteration < config.tune and not stopped_by:
-                t_chunk = time.time()
-                n = min(config.chunk_draws, config.tune - iteration)
-                state = sampler.warmup(state, n)
-                iteration = least_iteration(state)
-                saver.save(state, iteration, 0)
-                progress.update("warmup  ", iteration, 0)
-                deadline.record(time.time() - t_chunk)
-                stopped_by = _agreed_stop(comm, stop, deadline)
-        else:
-            state = sampler.warmup(state, config.tune)
-            iteration = config.tune
-            saver.save(state, iteration, 0)
-            progress.update("warmup  ", config.tune, 0)
-            stopped_by = _agreed_stop(comm, stop, deadline)
-    np.asarray(sampler.iterations(state))  # wait for the device
-    timings["warmup"] = time.perf_counter() - t0
+    draws_done = chains.ckpt.draws_done if chains.ckpt is not None else 0
+    iteration = least_iteration(chains.state) if chains.ckpt is not None else 0
+    stopped_by = None
+    if iteration < config.tune and sampler.backend.warmup_in_chunks:
+        while iteration < config.tune and not stopped_by:
+            t_chunk = time.time()
+            n = min(config.chunk_draws, config.tune - iteration)
+            chains.state = sampler.warmup(chains.state, n)
+            iteration = least_iteration(chains.state)
+            saver.save(chains.state, iteration, 0)
+            progress.update("warmup  ", iteration, 0)
+            deadline.record(time.time() - t_chunk)
+            stopped_by = _agreed_stop(job.comm, job.stop, deadline)
+    elif iteration < config.tune:
+        chains.state = sampler.warmup(chains.state, config.tune)
+        iteration = config.tune
+        saver.save(chains.state, iteration, 0)
+        progress.update("warmup  ", config.tune, 0)
+        stopped_by = _agreed_stop(job.comm, job.stop, deadline)
+    np.asarray(sampler.iterations(chains.state))  # wait for the device
+    completed = np.full(int(config.chains or 0), draws_done, dtype=np.int64)
+    return _Sampled(draws_done, iteration, stopped_by, completed)
 
+
+def sample_in_chunks(
+    job: _Job, chains: _Chains, sampled: _Sampled, writer, saver, progress, deadline
+) -> _Sampled:
+    """Draw, write and checkpoint chunk by chunk until the draws, a goal or a stop end it."""
+    config, sampler, compiled = job.config, chains.sampler, chains.compiled
     t0 = time.perf_counter()
     io_seconds = goal_seconds = 0.0
-    divergences_total = 0
-    draw = draws_done
-    goal_stats = None  # the last --until-ess check's diagnostics, at `draw` draws
-    stat_names = [v.name for v in layout.draw_groups["sample_stats"]]
-    while draw < config.draws and not stopped_by:
+    stat_names = [v.name for v in writer.layout.draw_groups["sample_stats"]]
+    while sampled.draw < config.draws and not sampled.stopped_by:
         t_chunk = time.time()
-        n = min(config.chunk_draws, config.draws - draw)
-        state, chunk_positions, stats = sampler.sample(state, n)
+        n = min(config.chunk_draws, config.draws - sampled.draw)
+        chains.state, chunk_positions, stats = sampler.sample(chains.state, n)
         constrained = sampler.constrain(chunk_positions)
         values = {
             ("posterior", var.name): arr
@@ -517,100 +687,113 @@ def run(config: RunConfig, comm=None, echo=print) -> RunResult:
         }
         for name in stat_names:
             values[("sample_stats", name)] = np.asarray(stats[name])
-        _injected_fault(rank, draw)
+        _injected_fault(job.rank, sampled.draw)
         t_io = time.perf_counter()
-        writer.write_chunk(draw, values)
-        draw += n
-        saver.save(state, config.tune + draw, draw)
+        writer.write_chunk(sampled.draw, values)
+        sampled.draw += n
+        saver.save(chains.state, config.tune + sampled.draw, sampled.draw)
         io_seconds += time.perf_counter() - t_io
-        local = np.full(len(chain_group), draw, dtype=np.int64)
+        local = np.full(len(chains.chain_group), sampled.draw, dtype=np.int64)
         local_divergences = int(np.asarray(stats["diverging"]).sum())
         deadline.record(time.time() - t_chunk)
-        gathered = comm.allgather((local, local_divergences, _local_stop(stop, deadline)))
-        draws_completed = np.concatenate([g[0] for g in gathered])
-        divergences_total += sum(g[1] for g in gathered)
+        gathered = job.comm.allgather((local, local_divergences, _local_stop(job.stop, deadline)))
+        sampled.draws_completed = np.concatenate([g[0] for g in gathered])
+        sampled.divergences += sum(g[1] for g in gathered)
         # A signal after the last chunk changes nothing: the run is complete.
-        if draw < config.draws:
-            stopped_by = _AGREED_STOPS[max(g[2] for g in gathered)]
+        if sampled.draw < config.draws:
+            sampled.stopped_by = _AGREED_STOPS[max(g[2] for g in gathered)]
         t_io = time.perf_counter()
-        writer.mark_completed(draws_completed)
+        writer.mark_completed(sampled.draws_completed)
         io_seconds += time.perf_counter() - t_io
-        progress.update("sampling", config.tune + draw, divergences_total)
+        progress.update("sampling", config.tune + sampled.draw, sampled.divergences)
         if (
             config.until_ess is not None
-            and not stopped_by
-            and goal_reachable(chains * draw, config.until_ess)
+            and not sampled.stopped_by
+            and goal_reachable(int(config.chains or 0) * sampled.draw, config.until_ess)
         ):
             t_goal = time.perf_counter()
-            goal_stats = _diagnostics_of(writer, compiled, chain_group, comm, draw)
+            sampled.goal_stats = _diagnostics_of(writer, chains, job.comm, sampled.draw)
             goal_seconds += time.perf_counter() - t_goal
-            if goal_met(goal_stats, config.until_ess, config.until_rhat) and draw < config.draws:
-                stopped_by = STOP_GOAL
-    progress.close()
-    timings["sampling"] = time.perf_counter() - t0 - io_seconds - goal_seconds
-    timings["io"] = io_seconds
+            if (
+                goal_met(sampled.goal_stats, config.until_ess, config.until_rhat)
+                and sampled.draw < config.draws
+            ):
+                sampled.stopped_by = STOP_GOAL
+    job.timings["sampling"] = time.perf_counter() - t0 - io_seconds - goal_seconds
+    job.timings["io"] = io_seconds
     if config.until_ess is not None:
-        timings["until_ess_checks"] = goal_seconds
-    outcome = stopped_by or STOP_DRAWS
-    resumable = outcome in RESUMABLE_STOPS
+        job.timings["until_ess_checks"] = goal_seconds
+    return sampled
+
+
+def finish(job: _Job, chains: _Chains, sampled: _Sampled, writer, io: str) -> RunResult:
+    """Trim, diagnose and record the run; rank 0 prints the summary (or how to resume)."""
+    config, draw = job.config, sampled.draw
+    outcome = sampled.stopped_by or STOP_DRAWS
+    summary = None
     if outcome == STOP_GOAL:
         writer.trim(draw)  # the file holds exactly the draws taken
-
-    summary, lines = None, []
-    if resumable:
-        writer.set_attrs({"timings": timings, "stopped_by": outcome})
-        lines.append(
-            f"stopped by {_STOP_WORDS[outcome]} after {draw} of {config.draws} draws (warmup "
-            f"{min(iteration, config.tune)}/{config.tune}); checkpoint written. Continue "
-            f"with the same command plus --resume (output {out})"
-        )
+    if outcome in RESUMABLE_STOPS:
+        writer.set_attrs({"timings": job.timings, "stopped_by": outcome})
+        lines = [resume_line(config, outcome, draw, sampled.iteration)]
     else:
-        writer.set_attrs({"peak_rss_mb": comm.allgather(_peak_rss_mb()), "stopped_by": outcome})
-        t0 = time.perf_counter()
-        summary = _diagnose(writer, compiled, chain_group, comm, config, draw, goal_stats)
-        timings["diagnostics"] = time.perf_counter() - t0
-        timings["total"] = time.perf_counter() - t_start
+        writer.set_attrs({"peak_rss_mb": job.comm.allgather(_peak_rss_mb()), "stopped_by": outcome})
+        with job.timed("diagnostics"):
+            summary = _diagnose(writer, chains, job.comm, config, draw, sampled.goal_stats)
+        job.timings["total"] = time.perf_counter() - job.t_start
         writer.set_attrs(
-            {"timings": timings, "divergences": divergences_total, "diagnostics": summary["json"]}
+            {
+                "timings": job.timings,
+                "divergences": sampled.divergences,
+                "diagnostics": summary["json"],
+            }
         )
-        lines += [summary["table"], *(f"warning: {line}" for line in summary["warnings"])]
-        if outcome == STOP_GOAL:
-            lines.append(
-                f"reached --until-ess {config.until_ess} (R-hat <= {config.until_rhat}) after "
-                f"{draw} of at most {config.draws} draws per chain: "
-                f"{goal_progress(summary['stats'])}"
-            )
-        elif config.until_ess is not None:
-            lines.append(
-                f"warning: --until-ess {config.until_ess} not reached within --draws "
-                f"{config.draws}: {goal_progress(summary['stats'])}; resume is not possible "
-                "for a complete run, start a longer one"
-            )
-        lines.append(
-            f"{divergences_total} divergences. Wrote {chains} chains x {draw} "
-            f"draws to {out} ({io}); open with arviz.from_netcdf('{out}'). "
-            f"Wall time {timings['total']:.1f}s"
-        )
-    writer.close()
-    comm.Barrier()
-    if node_data is not None:
-        node_data.free()  # nothing reads the model's data any more
-    if not resumable:
-        saver.remove()
-    if rank == 0:
-        for line in lines:
-            echo(line)
-    # The handlers stay installed: a walltime signal arriving during teardown must not kill a
-    # finished rank (exit 138 would mark a complete job FAILED).
+        lines = summary_lines(config, outcome, draw, summary, sampled.divergences, io, job.timings)
+    for line in lines:
+        job.say(line)
     return RunResult(
-        out=out,
-        root_seed=root_seed,
-        chains=chains,
-        draws_completed=draws_completed,
-        timings=timings,
+        out=str(config.out),
+        root_seed=chains.root_seed,
+        chains=int(config.chains or 0),
+        draws_completed=sampled.draws_completed,
+        timings=job.timings,
         summary=summary,
         stopped_by=outcome,
     )
+
+
+def resume_line(config: RunConfig, outcome: str, draw: int, iteration: int) -> str:
+    """What a run stopped early with a checkpoint tells its user."""
+    return (
+        f"stopped by {_STOP_WORDS[outcome]} after {draw} of {config.draws} draws (warmup "
+        f"{min(iteration, config.tune)}/{config.tune}); checkpoint written. Continue "
+        f"with the same command plus --resume (output {config.out})"
+    )
+
+
+def summary_lines(
+    config: RunConfig, outcome: str, draw: int, summary: dict, divergences: int, io: str, timings
+) -> list[str]:
+    """The finished run's report: table, warnings, the goal's verdict, where the draws are."""
+    lines = [summary["table"], *(f"warning: {line}" for line in summary["warnings"])]
+    if outcome == STOP_GOAL:
+        lines.append(
+            f"reached --until-ess {config.until_ess} (R-hat <= {config.until_rhat}) after "
+            f"{draw} of at most {config.draws} draws per chain: "
+            f"{goal_progress(summary['stats'])}"
+        )
+    elif config.until_ess is not None:
+        lines.append(
+            f"warning: --until-ess {config.until_ess} not reached within --draws "
+            f"{config.draws}: {goal_progress(summary['stats'])}; resume is not possible "
+            "for a complete run, start a longer one"
+        )
+    lines.append(
+        f"{divergences} divergences. Wrote {config.chains} chains x {draw} "
+        f"draws to {config.out} ({io}); open with arviz.from_netcdf('{config.out}'). "
+        f"Wall time {timings['total']:.1f}s"
+    )
+    return lines
 
 
 _STOP_WORDS = {
@@ -699,22 +882,21 @@ class _CheckpointSaver:
         agree(self.comm, error, "writing the checkpoint")
 
 
-def _diagnostics_of(writer, compiled, chain_group, comm, draws: int) -> dict:
+def _diagnostics_of(writer, chains: _Chains, comm, draws: int) -> dict:
     """R-hat/ESS of the first ``draws`` draws of all chains, by collectives; each rank reads
     back only its own chains."""
     from mpi_pymc.diagnostics_mpi import distributed_diagnostics
 
-    return distributed_diagnostics(local_draws_matrix(writer, compiled, chain_group, draws), comm)
+    matrix = local_draws_matrix(writer, chains.compiled, chains.chain_group, draws)
+    return distributed_diagnostics(matrix, comm)
 
 
-def _diagnose(writer, compiled, chain_group, comm, config, draws: int, known=None) -> dict:
+def _diagnose(writer, chains: _Chains, comm, config, draws: int, known=None) -> dict:
     """The summary of a finished run; ``known`` is a last --until-ess check at ``draws``."""
     from mpi_pymc import diagnostics
 
-    stats = (
-        known if known is not None else _diagnostics_of(writer, compiled, chain_group, comm, draws)
-    )
-    names = [c[0] for c in _flat_names(compiled)]
+    stats = known if known is not None else _diagnostics_of(writer, chains, comm, draws)
+    names = [c[0] for c in _flat_names(chains.compiled)]
     table = diagnostics.summary_table(names, stats)
     warns = diagnostics.convergence_warnings(stats, config.chains, names)
     as_json = {

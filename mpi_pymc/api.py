@@ -1,0 +1,419 @@
+"""The Python API: :func:`sample`, modelled on ``pm.sample``, over the same driver as the CLI.
+
+Two ways to run, one code path (:func:`mpi_pymc.run.run`):
+
+* **SPMD** — ``mpirun -n 8 python fit.py`` where ``fit.py`` builds the model and calls
+  ``sample()`` on every rank (the model-file contract: every rank builds the same model), or a
+  plain ``python fit.py``, which is one rank.
+* **Launch** — ``sample(model, ranks=4)`` from one process with no MPI job around it (a
+  notebook, a script): the model is pickled next to the output, ``mpirun`` (or ``srun`` inside
+  a SLURM allocation) starts the ranks on :mod:`mpi_pymc.worker`, progress is relayed, and
+  the result is read back from the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from mpi_pymc.config import DEFAULT_UNTIL_RHAT, RunConfig, UserError, parse_duration
+from mpi_pymc.errors import EXIT_CHECKPOINTED, EXIT_OK, EXIT_USER
+
+# Environment variables that say this process is a rank of a launched MPI job.
+_LAUNCHED_MARKERS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+# Where sample() writes when no ``out`` is given (a new file per call, never an old one).
+DEFAULT_RUNS_DIR = "mpi_pymc_runs"
+_ERROR_PREFIX = "mpi_pymc: error: "
+
+
+class RankFailure(RuntimeError):
+    """A rank failed unexpectedly; the message is that rank's one line (``rN host | ...``)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The run was interrupted and left a checkpoint; the message says how to continue."""
+
+
+def sample(
+    model=None,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int | None = None,
+    random_seed: int | None = None,
+    target_accept: float = 0.8,
+    progressbar: bool = True,
+    *,
+    chains_per_rank: int | None = None,
+    sampler: str = "nuts",
+    chain_method: str = "auto",
+    precision: str = "float64",
+    max_tree_depth: int = 10,
+    adapt_group: int = 1,
+    gpus_per_rank: int | None = None,
+    chunk_draws: int = 100,
+    io: str = "auto",
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    until_ess: int | None = None,
+    until_rhat: float = DEFAULT_UNTIL_RHAT,
+    max_time: float | str | None = None,
+    ranks: int | None = None,
+    launcher: str = "auto",
+    comm=None,
+):
+    """Sample a PyMC model on MPI ranks and return the ArviZ object read from the output file.
+
+    ``model`` is a ``pm.Model``, a model file ``"model.py[:NAME]"``, or None for the model of
+    the enclosing ``with model:`` block. ``draws`` ... ``progressbar`` mean what they mean in
+    ``pm.sample``; the keyword-only options are the CLI's (``python -m mpi_pymc run --help``),
+    with the same names and defaults. ``max_time`` takes seconds or ``"HH:MM:SS"``.
+
+    ``out``: the HDF5 file; by default a new file under ``./mpi_pymc_runs/`` for every call.
+    ``ranks``: from a single process, launch this many ranks (``launcher``: ``auto``,
+    ``mpirun`` or ``srun``) and wait for them; without it the call runs on the ranks of the
+    MPI job it is part of (``comm``, default ``COMM_WORLD``), or as one rank.
+
+    Returns ``arviz.InferenceData`` (ArviZ 0.x) or ``xarray.DataTree`` (ArviZ 1.x), loaded in
+    memory; its ``attrs`` hold the run's facts (``root_seed``, ``timings``, ``stopped_by``,
+    ``draws_completed``, ``path``...). Mistakes raise :class:`mpi_pymc.UserError` with the
+    CLI's one line; a failing rank raises :class:`RankFailure`; an interrupt (Ctrl-C, the
+    notebook's stop button) stops every rank after its current chunk with a checkpoint and
+    raises :class:`RunInterrupted`: call again with ``out=`` that file and ``resume=True``.
+    """
+    model, model_path, model_name = _resolve_model(model)
+    config = RunConfig(
+        model_path=model_path,
+        model_name=model_name,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        chains_per_rank=chains_per_rank,
+        seed=_seed(random_seed),
+        out=None if out is None else os.fspath(out),
+        sampler=sampler,
+        chain_method=chain_method,
+        target_accept=target_accept,
+        max_tree_depth=max_tree_depth,
+        adapt_group=adapt_group,
+        precision=precision,
+        gpus_per_rank=gpus_per_rank,
+        chunk_draws=chunk_draws,
+        progress=progressbar,
+        io=io,
+        overwrite=overwrite,
+        resume=resume,
+        until_ess=until_ess,
+        until_rhat=until_rhat,
+        max_time=_seconds(max_time),
+        command_line=[sys.executable, *sys.argv],
+    )
+    if resume and config.out is None:
+        raise UserError("resume=True needs out= naming the interrupted run's file")
+    if ranks is not None:
+        if ranks < 1:
+            raise UserError(f"ranks must be a positive integer, got {ranks}")
+        if under_mpi_launcher():
+            raise UserError(
+                "ranks= launches its own MPI job, but this process already is a rank of one: "
+                "drop ranks= (every rank of the job calls sample()) or run without mpirun"
+            )
+        from mpi_pymc.config import validate
+
+        validate(config, ranks, model is not None)  # mistakes fail here, before any rank starts
+        return launch(config, model, ranks, launcher)
+    return _sample_here(config, model, comm)
+
+
+def _resolve_model(model) -> tuple[Any, str | None, str | None]:
+    """(model object, model file, attribute) from what the caller passed."""
+    if isinstance(model, str | os.PathLike):
+        from mpi_pymc.config import parse_model_spec
+
+        path, name = parse_model_spec(os.fspath(model))
+        return None, path, name
+    if model is None:
+        import pymc as pm
+
+        try:
+            model = pm.modelcontext(None)
+        except TypeError:
+            raise UserError(
+                "no model given: call sample() inside `with model:` or pass model="
+            ) from None
+    return model, None, None
+
+
+def _seed(random_seed) -> int | None:
+    if random_seed is None:
+        return None
+    if isinstance(random_seed, bool) or not isinstance(random_seed, int):
+        raise UserError(
+            f"random_seed must be a non-negative integer or None, got {random_seed!r}: "
+            "chain seeds are spawned from one root seed"
+        )
+    return random_seed
+
+
+def _seconds(max_time: float | str | None) -> float | None:
+    if max_time is None or isinstance(max_time, int | float):
+        return max_time
+    return parse_duration(str(max_time))
+
+
+def under_mpi_launcher(environ=os.environ) -> bool:
+    """Whether this process is a rank started by mpirun/mpiexec/srun (judged before MPI starts)."""
+    if any(name in environ for name in _LAUNCHED_MARKERS):
+        return True
+    return "SLURM_STEP_ID" in environ and "SLURM_PROCID" in environ
+
+
+def _names_a_rank(variable: str) -> bool:
+    """Variables an MPI library set for this process (e.g. a singleton init in a notebook that
+    imported mpi4py): the launched job must not believe it runs inside them."""
+    return variable in _LAUNCHED_MARKERS or variable.startswith(("PMIX_", "OMPI_COMM_WORLD_"))
+
+
+def default_out(model, runs_dir: str = DEFAULT_RUNS_DIR, now: float | None = None) -> str:
+    """A new output path for a call without ``out``: ``RUNS_DIR/NAME-YYYYmmdd-HHMMSS[-k].h5``."""
+    name = (getattr(model, "name", "") or "model").replace(os.sep, "_")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    os.makedirs(runs_dir, exist_ok=True)
+    candidate, k = os.path.join(runs_dir, f"{name}-{stamp}.h5"), 1
+    while os.path.lexists(candidate) or os.path.lexists(candidate + ".launch"):
+        k += 1
+        candidate = os.path.join(runs_dir, f"{name}-{stamp}-{k}.h5")
+    return candidate
+
+
+def _sample_here(config: RunConfig, model, comm):
+    """SPMD: this process is one rank of the job (or the only one)."""
+    from mpi4py import MPI
+
+    from mpi_pymc.errors import agree
+    from mpi_pymc.run import run
+
+    comm = comm if comm is not None else MPI.COMM_WORLD
+    if config.out is None:
+        chosen, error = None, None
+        if comm.Get_rank() == 0:
+            try:
+                chosen = default_out(model if model is not None else config.model_path)
+            except OSError as exc:
+                error = UserError(f"cannot create '{DEFAULT_RUNS_DIR}/': {exc}: pass out=")
+        agree(comm, error, "choosing the output file")
+        config = config.replace(out=comm.bcast(chosen, root=0))
+    if comm.Get_rank() != 0:
+        config = config.replace(progress=False)
+    try:
+        result = run(config, comm, model=model, interrupt=True)
+    except UserError as exc:
+        from mpi_pymc.errors import AgreedError, abort
+
+        if isinstance(exc, AgreedError) or comm.Get_size() == 1:
+            raise
+        abort(comm, exc)  # known to this rank only: the others may wait in a collective
+        raise
+    except Exception as exc:
+        if comm.Get_size() == 1:
+            raise
+        from mpi_pymc.errors import abort
+
+        abort(comm, exc)
+        raise
+    if result.stopped_by == "signal":
+        raise RunInterrupted(_interrupted_message(result.out))
+    comm.Barrier()
+    return open_result(result.out)
+
+
+def _interrupted_message(out: str) -> str:
+    return (
+        f"interrupted: every rank stopped after its chunk and wrote a checkpoint; continue with "
+        f"sample(..., out={out!r}, resume=True)"
+    )
+
+
+def open_result(path: str):
+    """The run's ArviZ object, loaded in memory (the file is closed), with its facts in attrs."""
+    import arviz as az
+
+    if hasattr(az, "InferenceData"):  # ArviZ 0.x
+        result = az.from_netcdf(path)
+        result.load()
+    else:  # ArviZ 1.x: a DataTree
+        import xarray as xr
+
+        with xr.open_datatree(path, engine="h5netcdf") as tree:
+            result = tree.load().copy()
+    result.attrs["path"] = os.path.abspath(path)
+    return result
+
+
+# --- launching the ranks from one process ------------------------------------------------
+
+
+def launch(config: RunConfig, model, ranks: int, launcher: str = "auto"):
+    """Start ``ranks`` ranks on :mod:`mpi_pymc.worker`, relay their progress, read the result."""
+    import cloudpickle
+
+    out = config.out or default_out(model if model is not None else config.model_path)
+    config = config.replace(out=out)
+    workdir = Path(out + ".launch")
+    payload = workdir / "run.pkl"
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        blob = cloudpickle.dumps({"config": dataclasses.asdict(config), "model": model})
+    except OSError as exc:
+        raise UserError(f"cannot write the launch files beside '{out}': {exc}") from None
+    except Exception as exc:
+        raise UserError(
+            f"the model cannot be pickled for the ranks ({type(exc).__name__}: {exc}): build it "
+            "only from data and functions that pickle, or put it in a model file and pass "
+            "sample('model.py', ranks=...)"
+        ) from None
+    payload.write_bytes(blob)
+    command = launch_command(ranks, [str(payload)], launcher)
+    from mpi_pymc.launch import local_mpi_env
+    from mpi_pymc.progress import RECORDS_ENV
+
+    env = {k: v for k, v in local_mpi_env().items() if not _names_a_rank(k)}
+    env[RECORDS_ENV] = "records"
+    try:
+        code, interrupted, errors = _relay(command, env, config, ranks)
+    finally:
+        for leftover in (payload, workdir):
+            try:
+                leftover.unlink() if leftover.is_file() else leftover.rmdir()
+            except OSError:
+                pass
+    if code == EXIT_CHECKPOINTED and interrupted:
+        raise RunInterrupted(_interrupted_message(out))
+    if code == EXIT_USER:
+        raise UserError(errors[-1] if errors else f"the ranks exited with {code}")
+    if code not in (EXIT_OK, EXIT_CHECKPOINTED):
+        raise RankFailure(errors[-1] if errors else f"the ranks exited with {code}")
+    return open_result(out)
+
+
+def launch_command(ranks: int, worker_args: list[str], launcher: str = "auto") -> list[str]:
+    """``mpirun -n N python -m mpi_pymc.worker ARGS`` (``srun`` inside a SLURM allocation)."""
+    import shutil
+
+    from mpi_pymc.launch import mpirun_command
+
+    if launcher == "auto":
+        inside = "SLURM_JOB_ID" in os.environ and shutil.which("srun") is not None
+        launcher = "srun" if inside else "mpirun"
+    argv = ["-m", "mpi_pymc.worker", *worker_args]
+    if launcher == "srun":
+        return ["srun", "-n", str(ranks), "--mpi=pmix", sys.executable, *argv]
+    if launcher == "mpirun":
+        try:
+            return mpirun_command(ranks, argv)
+        except FileNotFoundError as exc:
+            raise UserError(str(exc)) from None
+    raise UserError(f"unknown launcher '{launcher}': choose auto, mpirun or srun")
+
+
+def _relay(command: list[str], env: dict, config: RunConfig, ranks: int):
+    """Run the ranks; show their progress and lines; on an interrupt ask them to stop.
+
+    Returns (exit code, whether we interrupted, the error lines the ranks printed).
+    """
+    lines: queue.Queue = queue.Queue()
+    # A session of its own: the terminal's or notebook's SIGINT reaches this process only,
+    # which then asks the ranks to stop cleanly (SIGUSR1, forwarded by mpirun and srun).
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
+    )
+    readers = [
+        threading.Thread(target=_pump, args=(stream, name, lines), daemon=True)
+        for stream, name in ((process.stdout, "out"), (process.stderr, "err"))
+    ]
+    for reader in readers:
+        reader.start()
+    bar = _Bar(config.progress is not False, config.tune + config.draws)
+    errors: list[str] = []
+    interrupted = False
+    open_streams = len(readers)
+    while open_streams:
+        try:
+            name, line = lines.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        except KeyboardInterrupt:
+            if interrupted:  # a second interrupt: stop now, without a checkpoint
+                process.kill()
+                raise
+            interrupted = True
+            process.send_signal(signal.SIGUSR1)
+            print(
+                "mpi_pymc: stopping every rank after its current chunk (interrupt again to "
+                "kill them without a checkpoint)",
+                file=sys.stderr,
+            )
+            continue
+        if line is None:
+            open_streams -= 1
+            continue
+        _show(name, line, bar, errors)
+    bar.close()
+    return process.wait(), interrupted, errors
+
+
+def _pump(stream, name: str, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put((name, line.rstrip("\n")))
+    lines.put((name, None))
+
+
+def _show(name: str, line: str, bar, errors: list[str]) -> None:
+    from mpi_pymc.progress import progress_record
+
+    record = progress_record(line) if name == "out" else None
+    if record is not None:
+        bar.update(record)
+        return
+    if line.startswith(_ERROR_PREFIX):
+        errors.append(line[len(_ERROR_PREFIX) :])
+    elif " | error: " in line:  # a rank's unexpected failure: "rN host | error: ..."
+        errors.append(line)
+    print(line, file=sys.stderr if name == "err" else sys.stdout, flush=True)
+
+
+class _Bar:
+    """The launching process's view of rank 0's progress (tqdm: a widget under Jupyter)."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="it", desc="warmup")
+
+    def update(self, record: dict) -> None:
+        if self.bar is None:
+            return
+        self.bar.set_description(str(record.get("phase", "")))
+        self.bar.set_postfix(divergences=record.get("divergences", 0), refresh=False)
+        self.bar.n = int(record.get("done", 0))
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
