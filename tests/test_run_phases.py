@@ -1,0 +1,95 @@
+"""The driver's phases that hold logic, one by one, without MPI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mpi_pymc.config import RunConfig, UserError, validate
+from mpi_pymc.errors import AgreedError
+from mpi_pymc.run import (
+    _check_output,
+    fingerprint_disagreement,
+    guard_launcher,
+    resume_line,
+    start_line,
+    summary_lines,
+)
+from mpi_pymc.stopping import STOP_DRAWS, STOP_GOAL, STOP_MAX_TIME
+
+
+def test_fingerprints_that_agree_pass_and_disagreeing_ranks_are_named():
+    assert fingerprint_disagreement(["a" * 64] * 3) is None
+    message = fingerprint_disagreement(["a" * 64, "b" * 64, "a" * 64])
+    assert message is not None
+    assert "ranks [0, 2] -> aaaaaaaaaaaa" in message and "ranks [1] -> bbbbbbbbbbbb" in message
+    assert "seed any random data" in message
+
+
+def test_srun_without_mpi_wiring_is_refused():
+    guard_launcher(4, {"SLURM_STEP_NUM_TASKS": "4"})  # a real world of 4: fine
+    guard_launcher(1, {"SLURM_STEP_NUM_TASKS": "1"})
+    guard_launcher(1, {})
+    with pytest.raises(AgreedError, match="srun --mpi=pmix"):
+        guard_launcher(1, {"SLURM_STEP_NUM_TASKS": "4"})
+
+
+def test_a_model_object_needs_no_file_but_a_missing_model_is_an_error():
+    config = validate(RunConfig(model_path=None, out="x.h5"), 2, model_given=True)
+    assert config.chains == 4 and config.out == "x.h5"
+    with pytest.raises(UserError, match="no model given"):
+        validate(RunConfig(model_path=None), 1)
+
+
+def test_output_checks(tmp_path):
+    out = tmp_path / "fit.h5"
+    config = RunConfig(model_path="m.py", out=str(out))
+    _check_output(config)  # new file in a writable folder
+    out.write_bytes(b"precious")
+    with pytest.raises(UserError, match="already exists: pass --overwrite"):
+        _check_output(config)
+    _check_output(config.replace(overwrite=True))
+    with pytest.raises(UserError, match="--resume given but"):
+        _check_output(config.replace(out=str(tmp_path / "none.h5"), resume=True))
+    with pytest.raises(UserError, match="does not exist: create it first"):
+        _check_output(config.replace(out=str(tmp_path / "no" / "fit.h5")))
+    assert out.read_bytes() == b"precious"
+
+
+def test_start_line_names_the_model_and_settings():
+    config = RunConfig(model_path="m.py", chains=8, seed=3, chain_method="sequential")
+    line = start_line(config, 2, resuming=False)
+    assert line.startswith("mpi_pymc ") and "sampling m.py on 2 rank(s), 8 chains" in line
+    assert "seed 3" in line
+    assert "resuming the model" in start_line(config.replace(model_path=None), 1, resuming=True)
+
+
+def _summary() -> dict:
+    stats = {
+        "ess_bulk": np.array([500.0, 700.0]),
+        "ess_tail": np.array([450.0, 800.0]),
+        "r_hat": np.array([1.001, 1.004]),
+    }
+    return {"table": "TABLE", "warnings": ["few draws"], "stats": stats, "json": {}}
+
+
+def test_summary_lines_report_the_goal_and_where_the_draws_are():
+    config = RunConfig(model_path="m.py", chains=4, draws=1000, out="o.h5", until_ess=400)
+    timings = {"total": 12.34}
+    reached = summary_lines(config, STOP_GOAL, 300, _summary(), 2, "shards", timings)
+    assert reached[0] == "TABLE" and reached[1] == "warning: few draws"
+    assert reached[2].startswith("reached --until-ess 400") and "after 300 of at most" in reached[2]
+    assert reached[2].endswith("min bulk ESS 500, min tail ESS 450, max R-hat 1.004")
+    assert reached[-1].startswith("2 divergences. Wrote 4 chains x 300 draws to o.h5 (shards)")
+    assert reached[-1].endswith("Wall time 12.3s")
+    missed = summary_lines(config, STOP_DRAWS, 1000, _summary(), 0, "mpio", timings)
+    assert missed[2].startswith("warning: --until-ess 400 not reached within --draws 1000")
+    plain = config.replace(until_ess=None)
+    assert len(summary_lines(plain, STOP_DRAWS, 1000, _summary(), 0, "mpio", timings)) == 3
+
+
+def test_resume_line_says_how_far_and_how_to_continue():
+    config = RunConfig(model_path="m.py", draws=1000, tune=500, out="o.h5")
+    line = resume_line(config, STOP_MAX_TIME, 0, 250)
+    assert line.startswith("stopped by --max-time after 0 of 1000 draws (warmup 250/500)")
+    assert line.endswith("plus --resume (output o.h5)")
