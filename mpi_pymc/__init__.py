@@ -8,12 +8,15 @@ __version__ = "0.1.0"
 
 from mpi_pymc.api import RankFailure, RunInterrupted, open_result, sample  # noqa: E402
 from mpi_pymc.config import UserError  # noqa: E402
+from mpi_pymc.submit import SlurmJob, submit  # noqa: E402
 
 __all__ = [
     "RankFailure",
     "RunInterrupted",
+    "SlurmJob",
     "UserError",
     "__version__",
     "open_result",
     "sample",
+    "submit",
 ]

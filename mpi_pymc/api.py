@@ -7,8 +7,8 @@ Two ways to run, one code path (:func:`mpi_pymc.run.run`):
   plain ``python fit.py``, which is one rank.
 * **Launch** — ``sample(model, ranks=4)`` from one process with no MPI job around it (a
   notebook, a script): the model is pickled next to the output, ``mpirun`` (or ``srun`` inside
-  a SLURM allocation) starts the ranks on :mod:`mpi_pymc.worker`, progress is relayed, and
-  the result is read back from the file.
+  a SLURM allocation) starts ``python -m mpi_pymc run OUT.launch/model.pkl`` with the same
+  options, progress is relayed, and the result is read back from the file.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +52,60 @@ def sample(
     target_accept: float = 0.8,
     progressbar: bool = True,
     *,
+    ranks: int | None = None,
+    launcher: str = "auto",
+    comm=None,
+    **options,
+):
+    """Sample a PyMC model on MPI ranks and return the ArviZ object read from the output file.
+
+    ``model`` is a ``pm.Model``, a model file ``"model.py[:NAME]"``, or None for the model of
+    the enclosing ``with model:`` block. ``draws`` ... ``progressbar`` mean what they mean in
+    ``pm.sample``; ``options`` are the CLI's (``python -m mpi_pymc run --help``) with the same
+    names and defaults: ``chains_per_rank``, ``sampler``, ``chain_method``, ``precision``,
+    ``max_tree_depth``, ``adapt_group``, ``gpus_per_rank``, ``chunk_draws``, ``io``, ``out``,
+    ``overwrite``, ``resume``, ``until_ess``, ``until_rhat``, ``max_time`` (seconds or
+    ``"HH:MM:SS"``).
+
+    ``out``: the HDF5 file; by default a new file under ``./mpi_pymc_runs/`` for every call.
+    ``ranks``: from a single process, launch this many ranks (``launcher``: ``auto``,
+    ``mpirun`` or ``srun``) and wait for them; without it the call runs on the ranks of the
+    MPI job it is part of (``comm``, default ``COMM_WORLD``), or as one rank.
+
+    Returns ``arviz.InferenceData`` (ArviZ 0.x) or ``xarray.DataTree`` (ArviZ 1.x), loaded in
+    memory; its ``attrs`` hold the run's facts (``root_seed``, ``timings``, ``stopped_by``,
+    ``draws_completed``, ``path``...). Mistakes raise :class:`mpi_pymc.UserError` with the
+    CLI's one line; a failing rank raises :class:`RankFailure`; an interrupt (Ctrl-C, the
+    notebook's stop button) stops every rank after its current chunk with a checkpoint and
+    raises :class:`RunInterrupted`: call again with ``out=`` that file and ``resume=True``.
+    """
+    model, config = settings(
+        model, draws, tune, chains, random_seed, target_accept, progressbar, **options
+    )
+    if ranks is not None:
+        if ranks < 1:
+            raise UserError(f"ranks must be a positive integer, got {ranks}")
+        if under_mpi_launcher():
+            raise UserError(
+                "ranks= launches its own MPI job, but this process already is a rank of one: "
+                "drop ranks= (every rank of the job calls sample()) or run without mpirun"
+            )
+        from mpi_pymc.config import validate
+
+        validate(config, ranks, model is not None)  # mistakes fail here, before any rank starts
+        return launch(config, model, ranks, launcher)
+    return _sample_here(config, model, comm)
+
+
+def settings(
+    model=None,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int | None = None,
+    random_seed: int | None = None,
+    target_accept: float = 0.8,
+    progressbar: bool = True,
+    *,
     chains_per_rank: int | None = None,
     sampler: str = "nuts",
     chain_method: str = "auto",
@@ -66,29 +121,8 @@ def sample(
     until_ess: int | None = None,
     until_rhat: float = DEFAULT_UNTIL_RHAT,
     max_time: float | str | None = None,
-    ranks: int | None = None,
-    launcher: str = "auto",
-    comm=None,
-):
-    """Sample a PyMC model on MPI ranks and return the ArviZ object read from the output file.
-
-    ``model`` is a ``pm.Model``, a model file ``"model.py[:NAME]"``, or None for the model of
-    the enclosing ``with model:`` block. ``draws`` ... ``progressbar`` mean what they mean in
-    ``pm.sample``; the keyword-only options are the CLI's (``python -m mpi_pymc run --help``),
-    with the same names and defaults. ``max_time`` takes seconds or ``"HH:MM:SS"``.
-
-    ``out``: the HDF5 file; by default a new file under ``./mpi_pymc_runs/`` for every call.
-    ``ranks``: from a single process, launch this many ranks (``launcher``: ``auto``,
-    ``mpirun`` or ``srun``) and wait for them; without it the call runs on the ranks of the
-    MPI job it is part of (``comm``, default ``COMM_WORLD``), or as one rank.
-
-    Returns ``arviz.InferenceData`` (ArviZ 0.x) or ``xarray.DataTree`` (ArviZ 1.x), loaded in
-    memory; its ``attrs`` hold the run's facts (``root_seed``, ``timings``, ``stopped_by``,
-    ``draws_completed``, ``path``...). Mistakes raise :class:`mpi_pymc.UserError` with the
-    CLI's one line; a failing rank raises :class:`RankFailure`; an interrupt (Ctrl-C, the
-    notebook's stop button) stops every rank after its current chunk with a checkpoint and
-    raises :class:`RunInterrupted`: call again with ``out=`` that file and ``resume=True``.
-    """
+) -> tuple[Any, RunConfig]:
+    """``sample()``'s arguments as (model object or None, RunConfig) — shared with submit()."""
     model, model_path, model_name = _resolve_model(model)
     config = RunConfig(
         model_path=model_path,
@@ -118,19 +152,37 @@ def sample(
     )
     if resume and config.out is None:
         raise UserError("resume=True needs out= naming the interrupted run's file")
-    if ranks is not None:
-        if ranks < 1:
-            raise UserError(f"ranks must be a positive integer, got {ranks}")
-        if under_mpi_launcher():
-            raise UserError(
-                "ranks= launches its own MPI job, but this process already is a rank of one: "
-                "drop ranks= (every rank of the job calls sample()) or run without mpirun"
-            )
-        from mpi_pymc.config import validate
+    return model, config
 
-        validate(config, ranks, model is not None)  # mistakes fail here, before any rank starts
-        return launch(config, model, ranks, launcher)
-    return _sample_here(config, model, comm)
+
+def run_options(config: RunConfig) -> dict[str, Any]:
+    """The settings that differ from the CLI's defaults, as ``run`` option dests -> values."""
+    defaults = RunConfig()
+    skip = {"model_path", "model_name", "command_line"}
+    return {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(RunConfig)
+        if f.name not in skip and getattr(config, f.name) != getattr(defaults, f.name)
+    }
+
+
+def pickle_model(model, path: Path) -> None:
+    """Write ``model`` with cloudpickle for ranks to load (``run MODEL.pkl``)."""
+    import cloudpickle
+
+    try:
+        blob = cloudpickle.dumps(model)
+    except Exception as exc:
+        raise UserError(
+            f"the model cannot be pickled for the ranks ({type(exc).__name__}: {exc}): build it "
+            "only from data and functions that pickle, or put it in a model file and pass "
+            "'model.py' instead"
+        ) from None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(blob)
+    except OSError as exc:
+        raise UserError(f"cannot write '{path}': {exc}") from None
 
 
 def _resolve_model(model) -> tuple[Any, str | None, str | None]:
@@ -262,39 +314,26 @@ def open_result(path: str):
 
 
 def launch(config: RunConfig, model, ranks: int, launcher: str = "auto"):
-    """Start ``ranks`` ranks on :mod:`mpi_pymc.worker`, relay their progress, read the result."""
-    import cloudpickle
+    """Start ``ranks`` ranks of ``python -m mpi_pymc run``, relay their progress, read the
+    result. A model object goes to the ranks pickled beside the output (``OUT.launch/``)."""
+    from mpi_pymc.jobscript import run_option_words
+    from mpi_pymc.launch import local_mpi_env
+    from mpi_pymc.progress import RECORDS_ENV
 
     out = config.out or default_out(model if model is not None else config.model_path)
     config = config.replace(out=out)
     workdir = Path(out + ".launch")
-    payload = workdir / "run.pkl"
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        blob = cloudpickle.dumps({"config": dataclasses.asdict(config), "model": model})
-    except OSError as exc:
-        raise UserError(f"cannot write the launch files beside '{out}': {exc}") from None
-    except Exception as exc:
-        raise UserError(
-            f"the model cannot be pickled for the ranks ({type(exc).__name__}: {exc}): build it "
-            "only from data and functions that pickle, or put it in a model file and pass "
-            "sample('model.py', ranks=...)"
-        ) from None
-    payload.write_bytes(blob)
-    command = launch_command(ranks, [str(payload)], launcher)
-    from mpi_pymc.launch import local_mpi_env
-    from mpi_pymc.progress import RECORDS_ENV
-
+    spec = f"{config.model_path}:{config.model_name}" if config.model_name else config.model_path
+    if model is not None:
+        spec = str(workdir / "model.pkl")
+        pickle_model(model, Path(spec))
+    command = launch_command(ranks, ["run", str(spec), *run_option_words(run_options(config))])
     env = {k: v for k, v in local_mpi_env().items() if not _names_a_rank(k)}
     env[RECORDS_ENV] = "records"
     try:
-        code, interrupted, errors = _relay(command, env, config, ranks)
+        code, interrupted, errors = _relay(command, env, config)
     finally:
-        for leftover in (payload, workdir):
-            try:
-                leftover.unlink() if leftover.is_file() else leftover.rmdir()
-            except OSError:
-                pass
+        shutil.rmtree(workdir, ignore_errors=True)
     if code == EXIT_CHECKPOINTED and interrupted:
         raise RunInterrupted(_interrupted_message(out))
     if code == EXIT_USER:
@@ -304,16 +343,14 @@ def launch(config: RunConfig, model, ranks: int, launcher: str = "auto"):
     return open_result(out)
 
 
-def launch_command(ranks: int, worker_args: list[str], launcher: str = "auto") -> list[str]:
-    """``mpirun -n N python -m mpi_pymc.worker ARGS`` (``srun`` inside a SLURM allocation)."""
-    import shutil
-
+def launch_command(ranks: int, args: list[str], launcher: str = "auto") -> list[str]:
+    """``mpirun -n N python -m mpi_pymc ARGS`` (``srun`` inside a SLURM allocation)."""
     from mpi_pymc.launch import mpirun_command
 
     if launcher == "auto":
         inside = "SLURM_JOB_ID" in os.environ and shutil.which("srun") is not None
         launcher = "srun" if inside else "mpirun"
-    argv = ["-m", "mpi_pymc.worker", *worker_args]
+    argv = ["-m", "mpi_pymc", *args]
     if launcher == "srun":
         return ["srun", "-n", str(ranks), "--mpi=pmix", sys.executable, *argv]
     if launcher == "mpirun":
@@ -324,7 +361,7 @@ def launch_command(ranks: int, worker_args: list[str], launcher: str = "auto") -
     raise UserError(f"unknown launcher '{launcher}': choose auto, mpirun or srun")
 
 
-def _relay(command: list[str], env: dict, config: RunConfig, ranks: int):
+def _relay(command: list[str], env: dict, config: RunConfig):
     """Run the ranks; show their progress and lines; on an interrupt ask them to stop.
 
     Returns (exit code, whether we interrupted, the error lines the ranks printed).

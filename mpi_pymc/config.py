@@ -117,10 +117,11 @@ def resolve_chain_method(config: RunConfig, platform: str) -> RunConfig:
     return config.replace(chain_method="vectorized" if vectorized else "sequential")
 
 
-def _check_model_file(path: str | None) -> None:
+def check_model_file(path: str | None) -> None:
+    """A model file is MODEL.py, or MODEL.pkl as the Python API pickles a ``pm.Model``."""
     if path is None:
         raise UserError("no model given: pass a model file MODEL.py[:NAME] or a pm.Model")
-    if not path.endswith(".py"):
+    if not path.endswith((".py", ".pkl")):
         raise UserError(f"model file '{path}' is not a .py file: pass model.py[:NAME]")
     if not os.path.isfile(path):
         raise UserError(f"model file '{path}' does not exist: check the path")
@@ -158,7 +159,7 @@ def validate(config: RunConfig, world_size: int, model_given: bool = False) -> R
     Pure and deterministic, so every rank reaches the same verdict without talking.
     """
     if not model_given:
-        _check_model_file(config.model_path)
+        check_model_file(config.model_path)
     for name in ("draws", "chunk_draws"):
         value = getattr(config, name)
         if value <= 0:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mpi_pymc import __version__
-from mpi_pymc.config import UserError, parse_model_spec
+from mpi_pymc.config import UserError, check_model_file, parse_model_spec
 
 TEMPLATES = ("single_node_gpus", "multi_node_gpus", "cpu_nodes", "walltime_resume", "array_sweep")
 _SBATCH = re.compile(r"^#SBATCH\s+--(?P<name>[A-Za-z-]+)(?:=(?P<value>\S*))?\s*$")
@@ -455,11 +455,7 @@ def request_from_args(args: argparse.Namespace) -> JobRequest:
         )
     time_seconds = parse_walltime(args.time)
     for spec in args.models:
-        path, _ = parse_model_spec(spec)
-        if not path.endswith(".py"):
-            raise UserError(f"model file '{path}' is not a .py file: pass model.py[:NAME]")
-        if not os.path.isfile(path):
-            raise UserError(f"model file '{path}' does not exist: check the path")
+        check_model_file(parse_model_spec(spec)[0])
     cpu = args.cpu or name == "cpu_nodes"
     gpus_per_rank = run_options.get("gpus_per_rank")
     if cpu:

@@ -43,9 +43,11 @@ def import_model_file(path: str):
 
 
 def load_model(path: str, name: str | None = None):
-    """Return the ``pm.Model`` that ``path[:name]`` defines."""
+    """Return the ``pm.Model`` that ``path[:name]`` defines (or ``path.pkl`` holds)."""
     import pymc as pm
 
+    if path.endswith(".pkl"):
+        return unpickle_model(path)
     module = import_model_file(path)
     if name is not None:
         if not hasattr(module, name):
@@ -71,6 +73,22 @@ def load_model(path: str, name: str | None = None):
         raise UserError(f"{path}:{attr} is a {type(obj).__name__}, not a pm.Model: {_FIX}")
     check_model(obj, f"the model in {path}")
     return obj
+
+
+def unpickle_model(path: str):
+    """The ``pm.Model`` the Python API pickled (``sample(model, ranks=N)``, ``submit``)."""
+    import pickle
+
+    try:
+        with open(path, "rb") as handle:
+            model = pickle.load(handle)
+    except Exception as exc:  # unpickling user objects may raise anything
+        raise UserError(
+            f"cannot unpickle the model in {path} ({type(exc).__name__}: {exc}): every rank "
+            "needs the packages and modules the model was built with"
+        ) from None
+    check_model(model, f"the model in {path}")
+    return model
 
 
 def check_model(model, what: str) -> None:

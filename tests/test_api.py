@@ -217,8 +217,8 @@ def test_default_out_never_reuses_a_file(tmp_path):
 
 def test_launch_command_picks_srun_inside_an_allocation(monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    assert launch_command(3, ["run.pkl"])[1:3] == ["-n", "3"]
-    assert launch_command(3, ["run.pkl"])[-3:] == ["-m", "mpi_pymc.worker", "run.pkl"]
+    assert launch_command(3, ["run", "m.pkl"])[1:3] == ["-n", "3"]
+    assert launch_command(3, ["run", "m.pkl"])[-4:] == ["-m", "mpi_pymc", "run", "m.pkl"]
     assert launch_command(2, ["x"], "srun")[:3] == ["srun", "-n", "2"]
     with pytest.raises(mpi_pymc.UserError, match="unknown launcher"):
         launch_command(2, ["x"], "qsub")
@@ -232,3 +232,13 @@ def test_public_surface_is_declared_and_importing_it_is_cheap():
     probe = "import sys, mpi_pymc; print(sorted({'mpi4py.MPI', 'jax', 'pymc'} & set(sys.modules)))"
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env())
     assert proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_submit_refuses_bad_resources_with_one_line(tmp_path):
+    import mpi_pymc
+
+    with pytest.raises(mpi_pymc.UserError, match="--nodes must be"):
+        mpi_pymc.submit(str(EIGHT_SCHOOLS), time="00:10:00", nodes=0, out=str(tmp_path / "x.h5"))
+    with pytest.raises(mpi_pymc.UserError, match="HH:MM:SS"):
+        mpi_pymc.submit(str(EIGHT_SCHOOLS), time="ten minutes", out=str(tmp_path / "x.h5"))
+    assert not list(tmp_path.iterdir())

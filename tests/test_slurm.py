@@ -197,3 +197,46 @@ def test_walltime_resume_spans_allocations(slurm, tmp_path):
     assert f"out {name}-{job}.h5 --resume" in log
     assert "done after" in log
     check_result(tmp_path / f"{name}-{job}.h5", chains=4, draws=draws)
+
+
+def _in_job_env(monkeypatch, slurm: dict) -> None:
+    """submit() passes this process's environment to sbatch, as a user's shell would."""
+    for name, value in slurm["env"].items():
+        monkeypatch.setenv(name, value)
+
+
+def test_submit_from_python_runs_to_a_result(tmp_path, slurm, monkeypatch):
+    import pymc as pm
+
+    import mpi_pymc
+
+    _in_job_env(monkeypatch, slurm)
+    monkeypatch.chdir(tmp_path)
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0, 10)
+        pm.Normal("y", mu, 1, observed=np.array([0.3, -0.2, 1.1]))
+    job = mpi_pymc.submit(
+        model, time="00:10:00", ranks_per_node=2, cpus_per_rank=1,
+        partition=slurm["partition"], draws=50, tune=50, random_seed=4, out="fit.h5",
+    )  # fmt: skip
+    assert job.job_id.isdigit() and job.script.exists()
+    assert "mpi_pymc run" in job.script.read_text()
+    idata = job.result(timeout=300)
+    assert job.state() in ("COMPLETED", "UNKNOWN")
+    assert dict(idata.posterior.sizes)["draw"] == 50 and int(idata.attrs["ranks"]) == 2
+    assert "sampling" in job.log() and idata.attrs["root_seed"] == "4"
+
+
+def test_submit_then_cancel_ends_the_job(tmp_path, slurm, monkeypatch):
+    import mpi_pymc
+
+    _in_job_env(monkeypatch, slurm)
+    monkeypatch.chdir(tmp_path)
+    job = mpi_pymc.submit(
+        str(EIGHT_SCHOOLS), time="00:10:00", ranks_per_node=1, cpus_per_rank=1,
+        partition=slurm["partition"], draws=1_000_000, tune=50, out="long.h5",
+    )  # fmt: skip
+    job.cancel()
+    assert job.wait(timeout=120) in ("CANCELLED", "UNKNOWN")
+    with pytest.raises(mpi_pymc.RankFailure, match=f"job {job.job_id} ended"):
+        job.result(timeout=10)
