@@ -21,6 +21,7 @@ from pathlib import Path
 
 from mpi_pymc import __version__
 from mpi_pymc.config import UserError, parse_model_spec
+from mpi_pymc.options import add_run_options
 
 TEMPLATES = ("single_node_gpus", "multi_node_gpus", "cpu_nodes", "walltime_resume", "array_sweep")
 _SBATCH = re.compile(r"^#SBATCH\s+--(?P<name>[A-Za-z-]+)(?:=(?P<value>\S*))?\s*$")
@@ -174,8 +175,6 @@ def template_path(template: str) -> Path:
 
 
 def _run_option_parser() -> argparse.ArgumentParser:
-    from mpi_pymc.cli import add_run_options
-
     parser = argparse.ArgumentParser(add_help=False)
     add_run_options(parser)
     _suppress_defaults(parser, {a.dest for a in parser._actions if a.option_strings})
@@ -378,8 +377,6 @@ def _positive(name: str):
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``jobscript`` subcommand to ``subparsers`` (from ``add_subparsers``)."""
-    from mpi_pymc.cli import add_run_options
-
     parser = subparsers.add_parser(
         "jobscript",
         help="write a SLURM job script (sbatch) for a run",
