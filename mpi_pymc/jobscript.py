@@ -1,6 +1,7 @@
 """``python -m mpi_pymc jobscript MODEL.py ...``: a SLURM job script ready for ``sbatch``.
 
-It renders one of the templates in ``jobs/`` with the user's resources (nodes, GPUs, time,
+It renders one of the templates in ``mpi_pymc/jobs/`` (package data, so every install has them;
+the repository's top-level ``jobs/`` links there) with the user's resources (nodes, GPUs, time,
 account, partition) in the ``#SBATCH`` lines and their ``run`` options in the script's settings,
 so nobody edits ``#SBATCH`` lines by hand for the common cases. The rendering is pure text
 substitution on lines the templates keep stable (``#SBATCH --opt=value``, ``MODEL=``, ``OUT=``,
@@ -15,10 +16,12 @@ import re
 import shlex
 import sys
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from mpi_pymc import __version__
 from mpi_pymc.config import UserError, check_model_file, parse_model_spec
+from mpi_pymc.options import add_run_options
 
 TEMPLATES = ("single_node_gpus", "multi_node_gpus", "cpu_nodes", "walltime_resume", "array_sweep")
 _SBATCH = re.compile(r"^#SBATCH\s+--(?P<name>[A-Za-z-]+)(?:=(?P<value>\S*))?\s*$")
@@ -141,10 +144,15 @@ def _double_quoted(text: str) -> str:
 
 
 def templates_dir() -> Path:
-    """``$MPI_PYMC_JOBS_DIR``, else the ``jobs/`` folder beside the package."""
-    return Path(
-        os.environ.get("MPI_PYMC_JOBS_DIR") or Path(__file__).resolve().parent.parent / "jobs"
-    )
+    """``$MPI_PYMC_JOBS_DIR``, else the templates installed with the package (``mpi_pymc/jobs``).
+
+    They are package data, so any install (a wheel, ``pip install .``, ``pip install -e .``) has
+    them; the repository's top-level ``jobs`` is a link to the same folder.
+    """
+    override = os.environ.get("MPI_PYMC_JOBS_DIR")
+    if override:
+        return Path(override)
+    return Path(str(resources.files("mpi_pymc") / "jobs"))
 
 
 def template_path(template: str) -> Path:
@@ -156,8 +164,8 @@ def template_path(template: str) -> Path:
     path = templates_dir() / f"{template}.sbatch"
     if not path.is_file():
         raise UserError(
-            f"job template '{path}' not found: set MPI_PYMC_JOBS_DIR to mpi_pymc's jobs/ folder "
-            "or pass --template PATH.sbatch"
+            f"job template '{path}' not found: point MPI_PYMC_JOBS_DIR at a folder of templates "
+            "(or unset it to use the installed ones) or pass --template PATH.sbatch"
         )
     return path
 
@@ -167,8 +175,6 @@ def template_path(template: str) -> Path:
 
 
 def _run_option_parser() -> argparse.ArgumentParser:
-    from mpi_pymc.cli import add_run_options
-
     parser = argparse.ArgumentParser(add_help=False)
     add_run_options(parser)
     _suppress_defaults(parser, {a.dest for a in parser._actions if a.option_strings})
@@ -371,8 +377,6 @@ def _positive(name: str):
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``jobscript`` subcommand to ``subparsers`` (from ``add_subparsers``)."""
-    from mpi_pymc.cli import add_run_options
-
     parser = subparsers.add_parser(
         "jobscript",
         help="write a SLURM job script (sbatch) for a run",
