@@ -16,7 +16,7 @@ from mpi_pymc.config import (
     parse_duration,
     parse_model_spec,
 )
-from mpi_pymc.errors import EXIT_CHECKPOINTED, EXIT_FAILURE, EXIT_OK, EXIT_USER, AgreedError
+from mpi_pymc.errors import EXIT_CHECKPOINTED, EXIT_OK, EXIT_USER, AgreedError, exit_code_of
 from mpi_pymc.options import add_run_options
 
 DESCRIPTION = """\
@@ -125,40 +125,24 @@ def main(argv: list[str] | None = None) -> int:
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD.Clone()
-    try:
-        if args.command == "run":
-            from mpi_pymc.run import run
+    return exit_code_of(comm, lambda: _command(args, argv, comm))
 
-            try:
-                config = config_from_args(args, argv)
-            except UserError as exc:  # parsed alike on every rank
-                raise AgreedError(str(exc)) from None
-            result = run(config, comm)
-            if result.resumable:
-                return EXIT_CHECKPOINTED
-        elif args.command == "summary":
-            from mpi_pymc.report import print_summary
 
-            if comm.Get_rank() == 0:
-                try:
-                    print_summary(args.path)
-                except UserError as exc:
-                    raise AgreedError(str(exc)) from None
-        return EXIT_OK
-    except AgreedError as exc:
-        if comm.Get_rank() == 0:
-            print(f"mpi_pymc: error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_USER
-    except UserError as exc:
-        # Known to this rank only: the others may be waiting in a collective.
-        from mpi_pymc.errors import abort
+def _command(args: argparse.Namespace, argv: list[str], comm) -> int:
+    """``run`` or ``summary`` on this rank; failures are left to :func:`exit_code_of`."""
+    if args.command == "run":
+        from mpi_pymc.run import run
 
-        abort(comm, exc)
-        return EXIT_USER
-    except KeyboardInterrupt:
-        return EXIT_FAILURE
-    except Exception as exc:
-        from mpi_pymc.errors import abort
+        try:
+            config = config_from_args(args, argv)
+        except UserError as exc:  # parsed alike on every rank
+            raise AgreedError(str(exc)) from None
+        return EXIT_CHECKPOINTED if run(config, comm).resumable else EXIT_OK
+    if args.command == "summary" and comm.Get_rank() == 0:
+        from mpi_pymc.report import print_summary
 
-        abort(comm, exc)
-        return EXIT_FAILURE
+        try:
+            print_summary(args.path)
+        except UserError as exc:
+            raise AgreedError(str(exc)) from None
+    return EXIT_OK
