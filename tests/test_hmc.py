@@ -13,14 +13,9 @@ import pytest
 from tolerances import assert_moments, assert_window_variances
 
 from mpi_pymc import diagnostics
-from mpi_pymc.hmc import (
-    GROUP_AXIS,
-    JITTER_LOW,
-    TRAJECTORY_SCALE,
-    AdaptiveHmc,
-    van_der_corput,
-    warmup_schedule,
-)
+from mpi_pymc.adaptation import warmup_schedule
+from mpi_pymc.samplers.base import GROUP_AXIS
+from mpi_pymc.samplers.hmc import JITTER_LOW, TRAJECTORY_SCALE, AdaptiveHmc, van_der_corput
 from mpi_pymc.sampling import vmap_chains
 
 jax.config.update("jax_enable_x64", True)
@@ -190,7 +185,7 @@ def test_pooled_variance_counts_the_spread_between_chains():
     count = jnp.full((3,), 40.0)
     mean = jnp.asarray(windows.mean(axis=1))
     m2 = jnp.asarray(((windows - windows.mean(axis=1, keepdims=True)) ** 2).sum(axis=1))
-    pooled = jax.vmap(kernel._pooled_variance, axis_name=GROUP_AXIS)(count, mean, m2)
+    pooled = jax.vmap(kernel.pooled_variance, axis_name=GROUP_AXIS)(count, mean, m2)
     variance, total = np.asarray(pooled[0]), np.asarray(pooled[1])
     expected = windows.reshape(-1, 2).var(axis=0, ddof=1)
     np.testing.assert_allclose(variance, np.broadcast_to(expected, (3, 2)), rtol=1e-12)

@@ -47,14 +47,19 @@ chains run vmapped or one after another and a checkpoint is the state.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mpi_pymc import adaptation
-from mpi_pymc.hmc import DIVERGENCE_ENERGY, warmup_schedule
+from mpi_pymc.adaptation import warmup_schedule
+from mpi_pymc.samplers.base import DIVERGENCE_ENERGY, ChunkedWarmup, tree_depth
+
+if TYPE_CHECKING:
+    from mpi_pymc.compile import CompiledModel
+    from mpi_pymc.config import RunConfig
 
 # Warmup ends early (the remaining slow windows are skipped, the terminal window still runs)
 # when a slow window of at least CONVERGED_WINDOW draws gives a metric within CONVERGED_RMS
@@ -300,9 +305,9 @@ def search_step_size(value_and_grad, key, position, logdensity, grad, inv_mass, 
     return jnp.clip(eps, 1e-10, 1e10).astype(position.dtype)
 
 
-class Nuts:
+class Nuts(ChunkedWarmup):
     """The per-chain kernel: ``init``, ``step`` (sampling) and ``warmup_step`` over
-    :class:`NutsState`."""
+    :class:`NutsState`; a :class:`~mpi_pymc.samplers.base.SamplerBackend` (``--sampler nuts``)."""
 
     def __init__(self, logdensity, tune: int, target_accept: float, max_depth: int):
         self.logdensity = logdensity
@@ -313,6 +318,18 @@ class Nuts:
         ends = np.flatnonzero(self.schedule.window_end)
         # Iterations before the first metric update (none when there is no slow window).
         self.early_until = int(ends[0]) + 1 if len(ends) and EARLY_DEPTH else 0
+
+    @classmethod
+    def from_config(cls, compiled: CompiledModel, config: RunConfig) -> Nuts:
+        return cls(
+            compiled.logdensity,
+            tune=config.tune,
+            target_accept=config.target_accept,
+            max_depth=config.max_tree_depth,
+        )
+
+    def iteration(self, state: NutsState):
+        return state.i
 
     def _value_and_grad(self, data):
         return jax.value_and_grad(lambda x: self.logdensity(x, data))
@@ -358,6 +375,7 @@ class Nuts:
             grad=proposal.grad,
             rng_key=key,
         )
+        stats = {**stats, "tree_depth": tree_depth(stats["n_steps"])}
         return moved, {"lp": proposal.logdensity, "step_size": step_size, **stats}
 
     def step(self, state: NutsState, data):

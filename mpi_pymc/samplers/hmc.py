@@ -80,13 +80,18 @@ and condition-100 (-4%, +12%) Gaussians, and fell 4% and 22% on eight schools.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mpi_pymc import adaptation
+from mpi_pymc.adaptation import warmup_schedule
+from mpi_pymc.samplers.base import DIVERGENCE_ENERGY, GROUP_AXIS, ChunkedWarmup, tree_depth
+
+if TYPE_CHECKING:
+    from mpi_pymc.compile import CompiledModel
+    from mpi_pymc.config import RunConfig
 
 TRAJECTORY_SCALE = 1.0
 JITTER_LOW = 0.3
@@ -95,9 +100,6 @@ UTURN_HORIZON = 20
 # Warmup measures the U-turn on every MEASURE_EVERY-th iteration (each measurement runs the
 # trajectory on past its end).
 MEASURE_EVERY = 4
-DIVERGENCE_ENERGY = 1000.0
-# vmap axis name of an adaptation group (see ``AdaptiveHmc``'s ``group_size``).
-GROUP_AXIS = "adaptation_group"
 INITIAL_STEPS = 4  # T before any U-turn is measured, in initial step sizes
 
 
@@ -124,34 +126,6 @@ class HmcState(NamedTuple):
     uturn_count: jax.Array
     uturn_final_sum: jax.Array
     uturn_final_count: jax.Array
-
-
-class Schedule(NamedTuple):
-    slow: np.ndarray  # (tune,) bool: iteration feeds the mass-matrix estimate
-    window_end: np.ndarray  # (tune,) bool: a slow window ends here, the mass matrix updates
-    final_start: int  # first iteration of the last fast window (trajectory averaging)
-
-
-def warmup_schedule(tune: int) -> Schedule:
-    """Stan's warmup windows for ``tune`` iterations (pure)."""
-    slow = np.zeros(tune, bool)
-    window_end = np.zeros(tune, bool)
-    if tune < 20:
-        return Schedule(slow, window_end, 0)
-    init_buffer, term_buffer, window = 75, 50, 25
-    if tune < init_buffer + term_buffer + window:
-        init_buffer, term_buffer = int(0.15 * tune), int(0.1 * tune)
-        window = tune - init_buffer - term_buffer
-    start, end_slow = init_buffer, tune - term_buffer
-    while start < end_slow:
-        size = window
-        if start + size + 2 * size > end_slow:
-            size = end_slow - start  # the last window takes the remainder
-        slow[start : start + size] = True
-        window_end[start + size - 1] = True
-        start += size
-        window *= 2
-    return Schedule(slow, window_end, end_slow)
 
 
 def van_der_corput(k):
@@ -253,8 +227,9 @@ def find_step_size(value_and_grad, position, logdensity, grad, inv_mass, key, ma
     return jnp.clip(step_size, 1e-10, 1e10)
 
 
-class AdaptiveHmc:
-    """The per-chain kernel: ``init`` and ``step`` over an :class:`HmcState`.
+class AdaptiveHmc(ChunkedWarmup):
+    """The per-chain kernel: ``init``, ``step`` and ``warmup_step`` over an :class:`HmcState`; a
+    :class:`~mpi_pymc.samplers.base.SamplerBackend` (``--sampler hmc``).
 
     ``group_size`` > 1 pools warmup across an adaptation group of that many chains: the code is
     still per chain, but must then run under a ``vmap`` over the group with ``axis_name=
@@ -274,6 +249,19 @@ class AdaptiveHmc:
         self.max_steps = max_steps
         self.group_size = group_size
         self.schedule = warmup_schedule(tune)
+
+    @classmethod
+    def from_config(cls, compiled: CompiledModel, config: RunConfig) -> AdaptiveHmc:
+        return cls(
+            compiled.logdensity,
+            tune=config.tune,
+            target_accept=config.target_accept,
+            max_steps=2**config.max_tree_depth,
+            group_size=config.adapt_group,
+        )
+
+    def iteration(self, state: HmcState):
+        return state.i
 
     def _group_mean(self, value):
         """The mean of ``value`` over the chain's adaptation group (itself when ungrouped)."""
@@ -304,7 +292,7 @@ class AdaptiveHmc:
             uturn_final_count=zero,
         )
 
-    def _pooled_variance(self, count, mean, m2):
+    def pooled_variance(self, count, mean, m2):
         """The window's position variance and its draw count, over the adaptation group: the
         chains' sums of squares about the group mean, so spread between chains counts too.
         Ungrouped this is the chain's own ``m2 / (count - 1)``, exactly."""
@@ -324,7 +312,9 @@ class AdaptiveHmc:
         )
         return jnp.clip(n, 1, self.max_steps).astype(jnp.int32)
 
-    def _transition(self, state: HmcState, data, measure):
+    def transition(self, state: HmcState, data, measure):
+        """Move once: ``(state, stats, uturn_time)``, ``uturn_time`` the integration time to the
+        trajectory's first U-turn when ``measure`` (warmup), else its end."""
         key, momentum_key, accept_key = jax.random.split(state.rng_key, 3)
         x, inv_mass = state.position, state.inverse_mass_matrix
         step_size = jnp.exp(state.log_step_size)
@@ -360,22 +350,23 @@ class AdaptiveHmc:
             "step_size": step_size,
             "n_steps": steps,
             "acceptance_rate": accept_prob,
+            "tree_depth": tree_depth(steps),
         }
         return moved, stats, uturn.astype(x.dtype) * step_size
 
     def step(self, state: HmcState, data):
         """A sampling iteration: the adapted settings stay as they are."""
-        moved, stats, _ = self._transition(state, data, measure=False)
+        moved, stats, _ = self.transition(state, data, measure=False)
         return moved, moved.position, stats
 
     def warmup_step(self, state: HmcState, data):
         """A warmup iteration (``state.i < tune``): move, measure the U-turn, adapt."""
         measure = state.i % MEASURE_EVERY == 0
-        moved, stats, uturn_time = self._transition(state, data, measure=measure)
-        moved = self._adapt(state, moved, stats["acceptance_rate"], uturn_time, measure)
+        moved, stats, uturn_time = self.transition(state, data, measure=measure)
+        moved = self.adapt(state, moved, stats["acceptance_rate"], uturn_time, measure)
         return moved, moved.position, stats
 
-    def _adapt(self, old: HmcState, new: HmcState, accept_prob, uturn_time, measured):
+    def adapt(self, old: HmcState, new: HmcState, accept_prob, uturn_time, measured):
         """Warmup iteration ``old.i`` done: update step size, mass matrix and trajectory."""
         dtype = new.position.dtype
         i = old.i
@@ -413,7 +404,7 @@ class AdaptiveHmc:
         wf_count, wf_mean, wf_m2 = adaptation.welford(
             old.wf_count, old.wf_mean, old.wf_m2, new.position, slow
         )
-        variance, n = self._pooled_variance(wf_count, wf_mean, wf_m2)
+        variance, n = self.pooled_variance(wf_count, wf_mean, wf_m2)
         regularised = adaptation.regularised(variance, n)
         restart = window_end
 
