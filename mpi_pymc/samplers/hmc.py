@@ -1,81 +1,36 @@
-"""Adaptive jittered HMC: fixed-length trajectories whose length is learned in warmup.
-
-Why a sampler next to NUTS: a NUTS step builds a tree of data-dependent depth. Vectorized over
-a rank's chains (the GPU case) every chain waits for the deepest tree, and on a CPU the tree's
-bookkeeping and its log-density at every step cost more than the gradients (measured on one
-core, logistic regression N=50,000 D=20: 0.72 ms per NUTS leapfrog step; 0.39 ms per leapfrog
-that computes the gradient only). An HMC step of ``n`` leapfrogs is ``n`` gradients plus one
-log-density at the end, and since the jitter of iteration ``i`` is the same number for every
-chain, chains with similar adapted settings run the same number of steps in lockstep.
-
-Everything is per chain and pure: ``init(key, position, data)`` and ``step(state, data)`` like the
-NUTS backends, so chains run vmapped or one after another, checkpoint as their state, and a
-chain's draws never depend on which chains share its rank.
+"""Adaptive jittered HMC (``--sampler hmc``): fixed-length trajectories whose length is learned
+in warmup.
 
 Iteration ``i`` integrates ``n = ceil(u_i T / eps)`` leapfrog steps, ``u_i = JITTER_LOW + (1 -
 JITTER_LOW) v_i`` with ``v_i`` the base-2 van der Corput number of ``i + 1`` (in (0, 1)), then
 accepts or rejects by the energy error. Each such kernel leaves the target invariant; the jitter
-breaks the periodicities one fixed length has.
+breaks the periodicities one fixed length has. The jitter of iteration ``i`` is the same number
+for every chain, so vectorized chains with similar adapted settings step in lockstep, and a
+leapfrog needs the gradient only (the log-density just at the trajectory's end).
 
 Warmup (the first ``tune`` iterations) adapts, from the chain's own history:
 
 - the step size by dual averaging (Hoffman & Gelman 2014) towards ``target_accept``: one
-  averaging over the whole warmup. Stan restarts it at each mass-matrix update; with one
-  proposal's acceptance per iteration that left the last 50 iterates swinging over 10x and the
-  final averaged step 30% short (0.56 against 0.82 for the regression below, realised
-  acceptance 0.78 for a 0.65 target), so sampling took 30% more steps than needed;
+  averaging over the whole warmup (not restarted at each mass-matrix update, as Stan does). A
+  warmup iteration takes no more steps than it would at ``eps_avg``, the averaged step so far:
+  ``ceil(u_i T / max(eps, eps_avg))``, so vectorized chains do not wait for one whose iterate
+  dipped;
 - a diagonal mass matrix over Stan's windows (75 fast iterations, slow windows of 25, 50, 100,
   ... ending 50 before the end), regularised as Stan does;
-- the trajectory length ``T``: each warmup trajectory also runs on, past its jittered end, to its
-  first no-U-turn point (``(x - x0) . p < 0`` or ``(x - x0) . p0 < 0``, NUTS's criterion in the
-  mass matrix's metric), as eHMC (Wu, Stoehr & Robert 2018) measures path lengths. ``T`` is
-  ``TRAJECTORY_SCALE`` times the mean U-turn time: a running mean during warmup, the mean over
-  the last fast window for sampling.
-
-``TRAJECTORY_SCALE`` and ``JITTER_LOW``: for a Gaussian target in the adapted metric the U-turn
-time is ``pi`` (in units of the standard deviations), and a direction of frequency ``w`` has
-lag-1 autocorrelation ``rho_1 = E cos(w t)`` for the mean and ``rho_2 = (1 + E cos(2 w t)) / 2``
-for its square, ``t = u T``. Effective draws per gradient are ``(1 - rho) / (1 + rho)`` over the
-mean trajectory ``(1 + JITTER_LOW) T / 2``. With ``u ~ U(0, 1)`` the mean's efficiency peaks near
-``T = 1.27 pi``, but the shortest trajectories then do little. ``u ~ U(0.3, 1)`` with ``T = pi``
-(the U-turn time itself) does better on both the mean and the square. That holds for directions
-whose ``w`` times the mean U-turn time lies between 0.85 pi and pi.
-
-Five test targets, two seeds each, 4 chains of 1000 + 1000, compared with ``U(0, 1)`` and
-``T = 1.25 pi``:
-- the targets: a diagonal Gaussian with scales 0.1 to 10; rotated Gaussians with condition
-  numbers 10 and 100; a Student-t with 5 degrees of freedom; non-centred eight schools;
-- min bulk ESS per gradient rose on the diagonal Gaussian (about 2x), the condition-10 Gaussian
-  and the Student-t. It fell 4% and 16% on the condition-100 Gaussian, and 3% and 31% on eight
-  schools;
-- min tail ESS per gradient rose on the four Gaussian and Student-t targets. On eight schools
-  it fell 3% and 64%;
-- five further seeds of eight schools: the mean min bulk ESS went from 1,637 to 2,084 and the
-  mean min tail ESS from 1,205 to 1,515, at about 4 steps per draw either way;
-- ESS of squares fell 15-18% on the diagonal Gaussian and rose on the other four.
-
-On the benchmark's logistic regression (N=50,000, D=20) the minimum bulk ESS went from about
-4,000 to 6,000-7,000 per 4,000 draws, at the same steps per draw.
-
-During warmup a chain's dual-averaging iterate swings (one acceptance per iteration steers it),
-and vectorized chains wait for the one with the smallest step. So a warmup iteration takes no
-more steps than it would at ``eps_avg``, the chain's averaged step so far: ``ceil(u_i T /
-max(eps, eps_avg))``. A chain whose iterate dipped integrates a shorter time; the step it adapts
-is unchanged. In sampling ``eps`` is ``eps_avg``, so nothing changes there. Test case: 1024
-chains of a small logistic regression (D=54), 500 warmup iterations, counted on a CPU as
-lockstep leapfrogs (the most over chains, summed over iterations, U-turn run-ons included).
-Warmup took 7,182 without the cap and 5,236 with it, against 2,705 for 500 sampling iterations.
-The adapted step sizes and lengths came out the same.
+- the trajectory length ``T``: each ``MEASURE_EVERY``-th warmup trajectory also runs on, past its
+  jittered end, to its first no-U-turn point (``(x - x0) . p < 0`` or ``(x - x0) . p0 < 0``,
+  NUTS's criterion in the mass matrix's metric), as eHMC (Wu, Stoehr & Robert 2018) measures
+  path lengths. ``T`` is ``TRAJECTORY_SCALE`` times the mean U-turn time: a running mean during
+  warmup, the mean over the last fast window for sampling.
 
 Adaptation groups (``group_size``, the CLI's ``--adapt-group``) pool warmup over consecutive
 chains: mean acceptance for the step size, mean U-turn time for ``T``, pooled window variance
-for the mass matrix. A group then steps in lockstep with no waiting. Measured on a CPU
-(``benchmarks/adapt_group.py``, same test case, run-ons counted): warmup 5,271 lockstep
-leapfrogs alone, 2,847 in groups of 64, 2,662 in one group of 1024; sampling 2,689, 2,219 and
-2,176; min bulk ESS 4-5% lower pooled. On the five targets above (``benchmarks/
-hmc_targets.py``, one group of 4 against alone, two seeds), bulk ESS per gradient rose on
-the condition-10 Gaussian and the Student-t (up to +71%), was mixed on the diagonal (+16%, -2%)
-and condition-100 (-4%, +12%) Gaussians, and fell 4% and 22% on eight schools.
+for the mass matrix; a group then steps in lockstep with no waiting.
+
+Everything is per chain and pure, so chains run vmapped or one after another, checkpoint as
+their state, and (ungrouped) a chain's draws never depend on which chains share its rank. Why
+this sampler, why these constants and what each choice measured: ``benchmarks/README.md``,
+"The hmc sampler: design measurements".
 """
 
 from __future__ import annotations
