@@ -142,10 +142,10 @@ def test_warmup_steps_capped_by_the_averaged_step_size():
         i=jnp.asarray(0, jnp.int32), trajectory=jnp.asarray(2.0), log_step_size=jnp.log(0.01)
     )
     u = JITTER_LOW + (1 - JITTER_LOW) * 0.5
-    # No averaged step yet (da_count 0): ceil(u T / eps).
+    # No averaged step yet (da.n 0): ceil(u T / eps).
     assert int(kernel.steps_for(state)) == int(np.ceil(u * 2.0 / 0.01))
     # The iterate dipped to 0.01 while the average is 0.2: as many steps as at 0.2.
-    dipped = state._replace(da_count=jnp.asarray(5.0), da_log_avg=jnp.log(0.2))
+    dipped = state._replace(da=state.da._replace(n=jnp.asarray(5.0), log_avg=jnp.log(0.2)))
     assert int(kernel.steps_for(dipped)) == int(np.ceil(u * 2.0 / 0.2))
     # An iterate above the average keeps its own (fewer) steps; so does sampling, where the
     # iterate is the average.

@@ -97,3 +97,30 @@ def test_a_short_run_returns_the_documented_stats(name, chain_method, extra, com
     assert np.all(stats["tree_depth"] >= 1)
     assert np.all(stats["step_size"] > 0)
     assert np.all((stats["acceptance_rate"] >= 0) & (stats["acceptance_rate"] <= 1))
+
+
+# A checkpoint is a state's flattened leaves, in order, so a state's layout must not reorder
+# them: these are the flat fields (da_mu ... uturn_final_count) of the states before the
+# adaptations became sub-states, in the order checkpoints wrote them.
+_KERNEL = [".i", ".position", ".logdensity", ".grad", ".rng_key", ".log_step_size"]
+_ADAPT = [".da.mu", ".da.hbar", ".da.log_avg", ".da.n", ".wf.n", ".wf.mean", ".wf.m2"]
+CHECKPOINT_LEAVES = {
+    "nuts": [*_KERNEL, ".inverse_mass_matrix", *_ADAPT],
+    "hmc": [
+        *_KERNEL,
+        ".inverse_mass_matrix",
+        ".trajectory",
+        *_ADAPT,
+        *[".uturn.mean", ".uturn.n", ".uturn.final_sum", ".uturn.final_n"],
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINT_LEAVES))
+def test_kernel_states_keep_the_checkpoint_leaf_order(name, compiled):
+    backend = samplers.backend_for(name)(compiled, _config(name))
+    state = backend.init(jax.random.PRNGKey(0), compiled.initial_flat, compiled.data)
+    paths = [
+        jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]
+    ]
+    assert paths == CHECKPOINT_LEAVES[name]

@@ -58,6 +58,16 @@ MEASURE_EVERY = 4
 INITIAL_STEPS = 4  # T before any U-turn is measured, in initial step sizes
 
 
+class UturnTimes(NamedTuple):
+    """U-turn times: running ``mean`` (of ``n``) and the ``final_sum`` (of ``final_n``) over the
+    last fast window."""
+
+    mean: jax.Array
+    n: jax.Array
+    final_sum: jax.Array
+    final_n: jax.Array
+
+
 class HmcState(NamedTuple):
     i: jax.Array
     position: jax.Array
@@ -67,20 +77,11 @@ class HmcState(NamedTuple):
     log_step_size: jax.Array
     inverse_mass_matrix: jax.Array
     trajectory: jax.Array  # T, integration time
-    # dual averaging
-    da_mu: jax.Array
-    da_hbar: jax.Array
-    da_log_avg: jax.Array
-    da_count: jax.Array
-    # Welford estimate of the position variance over the current slow window
-    wf_count: jax.Array
-    wf_mean: jax.Array
-    wf_m2: jax.Array
-    # U-turn times: running mean (and its count) and the sum/count over the last fast window
-    uturn_mean: jax.Array
-    uturn_count: jax.Array
-    uturn_final_sum: jax.Array
-    uturn_final_count: jax.Array
+    # Warmup's three adaptations: step size, mass matrix, trajectory length. (Nested in the
+    # order the flat fields da_*, wf_* and uturn_* had: a checkpoint is the state's leaves.)
+    da: adaptation.DualAveraging
+    wf: adaptation.Welford
+    uturn: UturnTimes
 
 
 def van_der_corput(k):
@@ -231,6 +232,7 @@ class AdaptiveHmc(ChunkedWarmup):
         if self.group_size > 1:  # the group starts from its chains' geometric mean
             step_size = jnp.exp(self._group_mean(jnp.log(step_size)))
         zero = jnp.zeros((), position.dtype)
+        da, wf = adaptation.start(position, step_size)
         return HmcState(
             i=jnp.zeros((), jnp.int32),
             position=position,
@@ -240,11 +242,9 @@ class AdaptiveHmc(ChunkedWarmup):
             log_step_size=jnp.log(step_size),
             inverse_mass_matrix=inv_mass,
             trajectory=INITIAL_STEPS * step_size,
-            **adaptation.start_fields(position, step_size),
-            uturn_mean=zero,
-            uturn_count=zero,
-            uturn_final_sum=zero,
-            uturn_final_count=zero,
+            da=da,
+            wf=wf,
+            uturn=UturnTimes(mean=zero, n=zero, final_sum=zero, final_n=zero),
         )
 
     def pooled_variance(self, count, mean, m2):
@@ -261,7 +261,7 @@ class AdaptiveHmc(ChunkedWarmup):
         max_steps]``, ``eps_avg`` the averaged step so far (in sampling ``eps == eps_avg``)."""
         u = JITTER_LOW + (1.0 - JITTER_LOW) * van_der_corput(state.i + 1)
         step_size = jnp.exp(state.log_step_size)
-        averaged = jnp.where(state.da_count > 0, jnp.exp(state.da_log_avg), step_size)
+        averaged = jnp.where(state.da.n > 0, jnp.exp(state.da.log_avg), step_size)
         n = jnp.ceil(
             u.astype(step_size.dtype) * state.trajectory / jnp.maximum(step_size, averaged)
         )
@@ -334,32 +334,25 @@ class AdaptiveHmc(ChunkedWarmup):
 
         # Dual averaging of the log step size.
         count, hbar, log_step, log_avg = adaptation.dual_averaging(
-            old.da_count,
-            old.da_hbar,
-            old.da_log_avg,
-            old.da_mu,
-            self._group_mean(accept_prob),
-            self.target_accept,
+            old.da, self._group_mean(accept_prob), self.target_accept
         )
 
         # Running mean of U-turn times, and their mean over the last fast window.
         uturn_time = self._group_mean(uturn_time)
-        uturn_count = old.uturn_count + jnp.where(measured, 1.0, 0.0)
+        uturn_count = old.uturn.n + jnp.where(measured, 1.0, 0.0)
         uturn_mean = jnp.where(
             measured,
-            old.uturn_mean
-            + (uturn_time - old.uturn_mean) / jnp.clip(uturn_count, 1.0, UTURN_HORIZON),
-            old.uturn_mean,
+            old.uturn.mean
+            + (uturn_time - old.uturn.mean) / jnp.clip(uturn_count, 1.0, UTURN_HORIZON),
+            old.uturn.mean,
         )
-        final_sum = old.uturn_final_sum + jnp.where(final & measured, uturn_time, 0.0)
-        final_count = old.uturn_final_count + jnp.where(final & measured, 1.0, 0.0)
+        final_sum = old.uturn.final_sum + jnp.where(final & measured, uturn_time, 0.0)
+        final_count = old.uturn.final_n + jnp.where(final & measured, 1.0, 0.0)
 
         # Welford over the slow window; at its end the mass matrix updates and the running mean
         # of U-turn times starts again (the metric changed).
-        wf_count, wf_mean, wf_m2 = adaptation.welford(
-            old.wf_count, old.wf_mean, old.wf_m2, new.position, slow
-        )
-        variance, n = self.pooled_variance(wf_count, wf_mean, wf_m2)
+        wf = adaptation.welford(old.wf, new.position, slow)
+        variance, n = self.pooled_variance(wf.n, wf.mean, wf.m2)
         regularised = adaptation.regularised(variance, n)
         restart = window_end
 
@@ -371,14 +364,14 @@ class AdaptiveHmc(ChunkedWarmup):
             trajectory=jnp.where(last & (final_count > 0), final_trajectory, trajectory).astype(
                 dtype
             ),
-            da_hbar=hbar.astype(dtype),
-            da_log_avg=log_avg.astype(dtype),
-            da_count=count.astype(dtype),
-            wf_count=jnp.where(restart, zero, wf_count).astype(dtype),
-            wf_mean=jnp.where(restart, jnp.zeros_like(wf_mean), wf_mean),
-            wf_m2=jnp.where(restart, jnp.zeros_like(wf_m2), wf_m2),
-            uturn_mean=uturn_mean.astype(dtype),
-            uturn_count=jnp.where(restart, zero, uturn_count).astype(dtype),
-            uturn_final_sum=final_sum.astype(dtype),
-            uturn_final_count=final_count.astype(dtype),
+            da=old.da._replace(
+                hbar=hbar.astype(dtype), log_avg=log_avg.astype(dtype), n=count.astype(dtype)
+            ),
+            wf=adaptation.restarted(wf, restart, dtype),
+            uturn=UturnTimes(
+                mean=uturn_mean.astype(dtype),
+                n=jnp.where(restart, zero, uturn_count).astype(dtype),
+                final_sum=final_sum.astype(dtype),
+                final_n=final_count.astype(dtype),
+            ),
         )

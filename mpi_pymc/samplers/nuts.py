@@ -83,15 +83,10 @@ class NutsState(NamedTuple):
     rng_key: jax.Array
     log_step_size: jax.Array
     inverse_mass_matrix: jax.Array
-    # dual averaging of the log step size
-    da_mu: jax.Array
-    da_hbar: jax.Array
-    da_log_avg: jax.Array
-    da_count: jax.Array
-    # Welford estimate of the position variance over the current slow window
-    wf_count: jax.Array
-    wf_mean: jax.Array
-    wf_m2: jax.Array
+    # Warmup's adaptation of the step size and of the mass matrix. (Nested in the order the
+    # flat fields da_* and wf_* had: a checkpoint is the state's leaves, in order.)
+    da: adaptation.DualAveraging
+    wf: adaptation.Welford
 
 
 class _Point(NamedTuple):
@@ -343,6 +338,7 @@ class Nuts(ChunkedWarmup):
         step_size = search_step_size(
             value_and_grad, search_key, position, logdensity, grad, inv_mass, one, True
         )
+        da, wf = adaptation.start(position, step_size)
         return NutsState(
             i=jnp.zeros((), jnp.int32),
             position=position,
@@ -351,7 +347,8 @@ class Nuts(ChunkedWarmup):
             rng_key=key,
             log_step_size=jnp.log(step_size),
             inverse_mass_matrix=inv_mass,
-            **adaptation.start_fields(position, step_size),
+            da=da,
+            wf=wf,
         )
 
     def _transition(self, state: NutsState, data, depth_limit=None):
@@ -403,18 +400,16 @@ class Nuts(ChunkedWarmup):
 
         # Dual averaging of the log step size.
         count, hbar, log_step, log_avg = adaptation.dual_averaging(
-            old.da_count, old.da_hbar, old.da_log_avg, old.da_mu, accept_prob, self.target_accept
+            old.da, accept_prob, self.target_accept
         )
 
         # Welford over the slow window; at its end the mass matrix updates.
-        wf_count, wf_mean, wf_m2 = adaptation.welford(
-            old.wf_count, old.wf_mean, old.wf_m2, new.position, slow
-        )
-        variance = wf_m2 / jnp.maximum(wf_count - 1.0, 1.0)
-        regularised = adaptation.regularised(variance, wf_count)
+        wf = adaptation.welford(old.wf, new.position, slow)
+        variance = wf.m2 / jnp.maximum(wf.n - 1.0, 1.0)
+        regularised = adaptation.regularised(variance, wf.n)
         inv_mass = jnp.where(window_end, regularised, old.inverse_mass_matrix).astype(dtype)
         change = jnp.sqrt(jnp.mean(jnp.log(regularised / old.inverse_mass_matrix) ** 2))
-        converged = window_end & (wf_count >= CONVERGED_WINDOW) & (change < CONVERGED_RMS)
+        converged = window_end & (wf.n >= CONVERGED_WINDOW) & (change < CONVERGED_RMS)
 
         # After a metric update Stan searches the step size again and restarts the averaging.
         key, search_key = jax.random.split(new.rng_key)
@@ -435,11 +430,11 @@ class Nuts(ChunkedWarmup):
             rng_key=key,
             log_step_size=log_step.astype(dtype),
             inverse_mass_matrix=inv_mass,
-            da_mu=jnp.where(window_end, jnp.log(10.0 * searched), old.da_mu).astype(dtype),
-            da_hbar=jnp.where(window_end, zero, hbar).astype(dtype),
-            da_log_avg=jnp.where(window_end, zero, log_avg).astype(dtype),
-            da_count=jnp.where(window_end, zero, count).astype(dtype),
-            wf_count=jnp.where(window_end, zero, wf_count).astype(dtype),
-            wf_mean=jnp.where(window_end, jnp.zeros_like(wf_mean), wf_mean),
-            wf_m2=jnp.where(window_end, jnp.zeros_like(wf_m2), wf_m2),
+            da=adaptation.DualAveraging(
+                mu=jnp.where(window_end, jnp.log(10.0 * searched), old.da.mu).astype(dtype),
+                hbar=jnp.where(window_end, zero, hbar).astype(dtype),
+                log_avg=jnp.where(window_end, zero, log_avg).astype(dtype),
+                n=jnp.where(window_end, zero, count).astype(dtype),
+            ),
+            wf=adaptation.restarted(wf, window_end, dtype),
         )
