@@ -32,7 +32,7 @@ def run_one(compiled, chains: int, tune: int, draws: int, group: int, seed: int)
     import numpy as np
 
     from mpi_pymc import diagnostics
-    from mpi_pymc.hmc import MEASURE_EVERY, AdaptiveHmc
+    from mpi_pymc.samplers.hmc import MEASURE_EVERY, AdaptiveHmc
     from mpi_pymc.sampling import vmap_chains
 
     kernel = AdaptiveHmc(compiled.logdensity, tune, 0.8, 1024, group_size=group)
@@ -46,8 +46,8 @@ def run_one(compiled, chains: int, tune: int, draws: int, group: int, seed: int)
     def warm(state, data):
         # kernel.warmup_step, unrolled to count the leapfrogs of a U-turn run-on as well.
         measure = state.i % MEASURE_EVERY == 0
-        moved, stats, uturn_time = kernel._transition(state, data, measure=measure)
-        new = kernel._adapt(state, moved, stats["acceptance_rate"], uturn_time, measure)
+        moved, stats, uturn_time = kernel.transition(state, data, measure=measure)
+        new = kernel.adapt(state, moved, stats["acceptance_rate"], uturn_time, measure)
         run_on = jnp.where(measure, jnp.round(uturn_time / stats["step_size"]), 0)
         return new, jnp.maximum(stats["n_steps"], run_on.astype(stats["n_steps"].dtype))
 

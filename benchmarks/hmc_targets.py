@@ -50,7 +50,7 @@ def targets() -> dict:
 
 def run(logdensity, dim: int, seed: int, group: int) -> dict:
     from mpi_pymc import diagnostics
-    from mpi_pymc.hmc import AdaptiveHmc
+    from mpi_pymc.samplers.hmc import AdaptiveHmc
     from mpi_pymc.sampling import vmap_chains
 
     kernel = AdaptiveHmc(lambda x, data: logdensity(x), TUNE, 0.8, max_steps=1024, group_size=group)

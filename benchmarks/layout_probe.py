@@ -56,7 +56,7 @@ def _setup(model_path: str, tune: int, transitions: int):
 
     from mpi_pymc.compile import compile_model
     from mpi_pymc.model_loading import load_model
-    from mpi_pymc.nuts import Nuts, transition
+    from mpi_pymc.samplers.nuts import Nuts, transition
 
     compiled = compile_model(load_model(model_path), "float64")
     data, logdensity = compiled.data, compiled.logdensity

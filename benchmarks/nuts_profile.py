@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
 
     from mpi_pymc.compile import compile_model
     from mpi_pymc.model_loading import load_model
-    from mpi_pymc.nuts import Nuts, transition
+    from mpi_pymc.samplers.nuts import Nuts, transition
 
     model = load_model(args.model)
     compiled = compile_model(model, args.precision)

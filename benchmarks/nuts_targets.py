@@ -30,7 +30,8 @@ CHAINS, DRAWS = 4, 1000
 
 
 def run(logdensity, dim: int, seed: int, window: int, early: int, tune: int) -> dict:
-    from mpi_pymc import diagnostics, nuts
+    from mpi_pymc import diagnostics
+    from mpi_pymc.samplers import nuts
 
     nuts.CONVERGED_WINDOW = window if window > 0 else 10**9
     nuts.EARLY_DEPTH = early

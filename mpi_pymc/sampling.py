@@ -1,18 +1,16 @@
-"""A rank's chain group: the project's NUTS (default), numpyro's, blackjax's or adaptive HMC,
-warmup then chunked sampling.
+"""A rank's chain group: the sampler that ``--sampler`` names (:mod:`mpi_pymc.samplers`), warmup
+then chunked sampling, and the chains' starting points.
 
-Each backend is a pair of pure per-chain functions over a pytree state:
-``init(key, position, data) -> state`` and ``step(state, data) -> (state, stats)``. A chunk is a
-``lax.scan`` of steps; a rank's chains run it either ``vmap``-ed together (vectorized) or one
-after another (sequential). The state holds everything the chain needs to continue — position,
-step size, mass matrix, adaptation state, PRNG key, iteration — so a checkpoint is the state.
+A sampler is a set of pure per-chain functions over a pytree state
+(:class:`~mpi_pymc.samplers.base.SamplerBackend`). A chunk is a loop of steps; a rank's chains
+run it either ``vmap``-ed together (vectorized) or one after another (sequential). The state
+holds everything the chain needs to continue — position, step size, mass matrix, adaptation
+state, PRNG key, iteration — so a checkpoint is the state.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,210 +18,10 @@ import numpy as np
 
 from mpi_pymc.compile import CompiledModel
 from mpi_pymc.config import RunConfig
+from mpi_pymc.samplers import backend_for
+from mpi_pymc.samplers.base import GROUP_AXIS, STAT_NAMES, SamplerBackend
 
-STAT_NAMES = ("lp", "diverging", "energy", "step_size", "tree_depth", "n_steps", "acceptance_rate")
-
-
-def _tree_depth(n_steps):
-    # NUTS doubles the trajectory each level; depth d integrates at most 2**d - 1 steps.
-    return jnp.floor(jnp.log2(jnp.maximum(n_steps, 1))).astype(jnp.int32) + 1
-
-
-class _NumpyroBackend:
-    """numpyro's functional NUTS: ``hmc(potential_fn_gen=...)`` keeps data an argument."""
-
-    warmup_in_chunks = True
-
-    def __init__(self, compiled: CompiledModel, config: RunConfig):
-        from numpyro.infer.hmc import hmc
-
-        def potential_fn_gen(data):
-            return lambda z: -compiled.logdensity(z, data)
-
-        self._init_kernel, self._sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
-        self._tune = config.tune
-        self._target_accept = config.target_accept
-        self._max_tree_depth = config.max_tree_depth
-
-    def init(self, key, position, data):
-        return self._init_kernel(
-            position,
-            num_warmup=self._tune,
-            target_accept_prob=self._target_accept,
-            max_tree_depth=self._max_tree_depth,
-            model_args=(data,),
-            rng_key=key,
-        )
-
-    def iteration(self, state):
-        return state.i
-
-    def step(self, state, data):
-        step_size = state.adapt_state.step_size
-        new = self._sample_kernel(state, model_args=(data,))
-        stats = {
-            "lp": -new.potential_energy,
-            "diverging": new.diverging,
-            "energy": new.energy,
-            "step_size": step_size,
-            "tree_depth": _tree_depth(new.num_steps),
-            "n_steps": new.num_steps,
-            "acceptance_rate": new.accept_prob,
-        }
-        return new, new.z, stats
-
-
-class BlackjaxState(NamedTuple):
-    i: jax.Array
-    position: jax.Array
-    logdensity: jax.Array
-    logdensity_grad: jax.Array
-    step_size: jax.Array
-    inverse_mass_matrix: jax.Array
-    rng_key: jax.Array
-
-
-class _BlackjaxBackend:
-    """blackjax NUTS with Stan-style window adaptation, run as one block of ``tune`` steps."""
-
-    warmup_in_chunks = False
-
-    def __init__(self, compiled: CompiledModel, config: RunConfig):
-        self._logdensity = compiled.logdensity
-        self._tune = config.tune
-        self._target_accept = config.target_accept
-        self._max_tree_depth = config.max_tree_depth
-
-    def init(self, key, position, data):
-        import blackjax
-
-        logdensity = partial(self._logdensity, data=data)
-        state = blackjax.nuts.init(position, logdensity)
-        return BlackjaxState(
-            i=jnp.zeros((), jnp.int32),
-            position=state.position,
-            logdensity=state.logdensity,
-            logdensity_grad=state.logdensity_grad,
-            step_size=jnp.ones((), position.dtype),
-            inverse_mass_matrix=jnp.ones_like(position),
-            rng_key=key,
-        )
-
-    def iteration(self, state):
-        return state.i
-
-    def warmup(self, state, data):
-        import blackjax
-        from blackjax.adaptation.base import get_filter_adapt_info_fn
-
-        logdensity = partial(self._logdensity, data=data)
-        key, warmup_key = jax.random.split(state.rng_key)
-        adaptation = blackjax.window_adaptation(
-            blackjax.nuts,
-            logdensity,
-            target_acceptance_rate=self._target_accept,
-            adaptation_info_fn=get_filter_adapt_info_fn(),
-            max_num_doublings=self._max_tree_depth,
-        )
-        (nuts_state, parameters), _ = adaptation.run(
-            warmup_key, state.position, num_steps=self._tune
-        )
-        return BlackjaxState(
-            i=state.i + self._tune,
-            position=nuts_state.position,
-            logdensity=nuts_state.logdensity,
-            logdensity_grad=nuts_state.logdensity_grad,
-            step_size=jnp.asarray(parameters["step_size"], state.step_size.dtype),
-            inverse_mass_matrix=parameters["inverse_mass_matrix"],
-            rng_key=key,
-        )
-
-    def step(self, state, data):
-        import blackjax
-        from blackjax.mcmc.hmc import HMCState
-
-        logdensity = partial(self._logdensity, data=data)
-        kernel = blackjax.nuts(
-            logdensity,
-            step_size=state.step_size,
-            inverse_mass_matrix=state.inverse_mass_matrix,
-            max_num_doublings=self._max_tree_depth,
-        )
-        key, step_key = jax.random.split(state.rng_key)
-        nuts_state, info = kernel.step(
-            step_key, HMCState(state.position, state.logdensity, state.logdensity_grad)
-        )
-        new = state._replace(
-            i=state.i + 1,
-            position=nuts_state.position,
-            logdensity=nuts_state.logdensity,
-            logdensity_grad=nuts_state.logdensity_grad,
-            rng_key=key,
-        )
-        stats = {
-            "lp": nuts_state.logdensity,
-            "diverging": info.is_divergent,
-            "energy": info.energy,
-            "step_size": state.step_size,
-            "tree_depth": _tree_depth(info.num_integration_steps),
-            "n_steps": info.num_integration_steps,
-            "acceptance_rate": info.acceptance_rate,
-        }
-        return new, nuts_state.position, stats
-
-
-class _KernelBackend:
-    """A per-chain kernel of this package (``init``, ``step``, ``warmup_step`` over a state
-    with an iteration counter ``i``), with the ``tree_depth`` statistic added."""
-
-    warmup_in_chunks = True
-    _kernel: Any
-
-    def init(self, key, position, data):
-        return self._kernel.init(key, position, data)
-
-    def iteration(self, state):
-        return state.i
-
-    def _with_depth(self, result):
-        new, position, stats = result
-        # The depth of a NUTS tree holding that many steps (hmc: comparable across samplers).
-        return new, position, {**stats, "tree_depth": _tree_depth(stats["n_steps"])}
-
-    def step(self, state, data):
-        return self._with_depth(self._kernel.step(state, data))
-
-    def warmup_step(self, state, data):
-        return self._with_depth(self._kernel.warmup_step(state, data))
-
-
-class _NutsBackend(_KernelBackend):
-    """The project's NUTS (see :mod:`mpi_pymc.nuts`): one loop of leapfrogs per transition."""
-
-    def __init__(self, compiled: CompiledModel, config: RunConfig):
-        from mpi_pymc.nuts import Nuts
-
-        self._kernel = Nuts(
-            compiled.logdensity,
-            tune=config.tune,
-            target_accept=config.target_accept,
-            max_depth=config.max_tree_depth,
-        )
-
-
-class _HmcBackend(_KernelBackend):
-    """Adaptive jittered HMC (see :mod:`mpi_pymc.hmc`): fixed-length trajectories."""
-
-    def __init__(self, compiled: CompiledModel, config: RunConfig):
-        from mpi_pymc.hmc import AdaptiveHmc
-
-        self._kernel = AdaptiveHmc(
-            compiled.logdensity,
-            tune=config.tune,
-            target_accept=config.target_accept,
-            max_steps=2**config.max_tree_depth,
-            group_size=config.adapt_group,
-        )
+__all__ = ["INIT_BLOCK", "STAT_NAMES", "ChainGroupSampler", "initial_positions", "vmap_chains"]
 
 
 def _loop_steps(step, length: int):
@@ -267,13 +65,11 @@ def vmap_chains(fn, in_axes, group_size: int = 1):
     """``vmap`` of a per-chain ``fn`` over the chain axis (0), in adaptation groups if asked.
 
     With ``group_size`` > 1 the chain axis splits into (groups, group_size) and the inner
-    ``vmap`` names its axis :data:`~mpi_pymc.hmc.GROUP_AXIS`, so the kernel's ``pmean``
+    ``vmap`` names its axis :data:`~mpi_pymc.samplers.base.GROUP_AXIS`, so the kernel's ``pmean``
     averages over a group only; with 1 it is a plain ``vmap``.
     """
     if group_size == 1:
         return jax.vmap(fn, in_axes=in_axes)
-    from mpi_pymc.hmc import GROUP_AXIS
-
     inner = jax.vmap(fn, in_axes=in_axes, axis_name=GROUP_AXIS)
     outer = jax.vmap(inner, in_axes=in_axes)
 
@@ -300,24 +96,21 @@ def _unstack(tree, n: int):
 
 
 class ChainGroupSampler:
-    """Runs the NUTS chains of one rank; states are batched over the rank's chains."""
+    """Runs the chains of one rank; states are batched over the rank's chains."""
 
     def __init__(self, compiled: CompiledModel, config: RunConfig):
-        self.backend: _NutsBackend | _NumpyroBackend | _BlackjaxBackend | _HmcBackend
-        if config.sampler == "nuts":
-            self.backend = _NutsBackend(compiled, config)
-        elif config.sampler == "blackjax":
-            self.backend = _BlackjaxBackend(compiled, config)
-        elif config.sampler == "hmc":
-            self.backend = _HmcBackend(compiled, config)
-        else:
-            self.backend = _NumpyroBackend(compiled, config)
+        self.backend: SamplerBackend = backend_for(config.sampler)(compiled, config)
         self.compiled = compiled
         self.vectorized = config.chain_method == "vectorized"
         self.tune = config.tune
         self.chunk = min(config.chunk_draws, max(config.draws, config.tune, 1))
         self.group_size = config.adapt_group
         self._cache: dict = {}
+
+    @property
+    def warmup_in_chunks(self) -> bool:
+        """Whether :meth:`warmup` advances ``n`` iterations (True) or the whole warmup."""
+        return self.backend.warmup_in_chunks
 
     def _compiled_fn(self, name: str, fn, in_axes):
         """jit (and vmap, when vectorized) ``fn`` once per name."""
@@ -349,11 +142,10 @@ class ChainGroupSampler:
 
     def _programs(self):
         """(name, function, in_axes) of the warmup and sampling programs."""
-        if self.backend.warmup_in_chunks:
-            step = getattr(self.backend, "warmup_step", self.backend.step)
+        if self.warmup_in_chunks:
             warmup = (
                 "warmup",
-                _warmup_steps(step, self.backend.iteration, self.tune),
+                _warmup_steps(self.backend.warmup_step, self.backend.iteration, self.tune),
                 (0, None, None),
             )
         else:
@@ -364,7 +156,7 @@ class ChainGroupSampler:
     def warmup(self, state, n: int):
         """Advance ``n`` warmup iterations (blackjax: the whole warmup at once)."""
         (name, fn, axes), _ = self._programs()
-        if self.backend.warmup_in_chunks:
+        if self.warmup_in_chunks:
             return self._map_chains(name, fn, axes, (state,), (n, self.compiled.data))
         return self._map_chains(name, fn, axes, (state,), (self.compiled.data,))
 
@@ -395,7 +187,7 @@ class ChainGroupSampler:
         names = self.program_names() if names is None else names
         lowered = []
         if self.tune and w_name in names:
-            warmup_args = (chunk, data) if self.backend.warmup_in_chunks else (data,)
+            warmup_args = (chunk, data) if self.warmup_in_chunks else (data,)
             lowered.append(self._compiled_fn(w_name, w_fn, w_axes).lower(example, *warmup_args))
         if s_name in names:
             lowered.append(self._compiled_fn(s_name, s_fn, s_axes).lower(example, chunk, data))

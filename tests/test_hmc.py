@@ -13,14 +13,9 @@ import pytest
 from tolerances import assert_moments, assert_window_variances
 
 from mpi_pymc import diagnostics
-from mpi_pymc.hmc import (
-    GROUP_AXIS,
-    JITTER_LOW,
-    TRAJECTORY_SCALE,
-    AdaptiveHmc,
-    van_der_corput,
-    warmup_schedule,
-)
+from mpi_pymc.adaptation import warmup_schedule
+from mpi_pymc.samplers.base import GROUP_AXIS
+from mpi_pymc.samplers.hmc import JITTER_LOW, TRAJECTORY_SCALE, AdaptiveHmc, van_der_corput
 from mpi_pymc.sampling import vmap_chains
 
 jax.config.update("jax_enable_x64", True)
@@ -147,10 +142,10 @@ def test_warmup_steps_capped_by_the_averaged_step_size():
         i=jnp.asarray(0, jnp.int32), trajectory=jnp.asarray(2.0), log_step_size=jnp.log(0.01)
     )
     u = JITTER_LOW + (1 - JITTER_LOW) * 0.5
-    # No averaged step yet (da_count 0): ceil(u T / eps).
+    # No averaged step yet (da.n 0): ceil(u T / eps).
     assert int(kernel.steps_for(state)) == int(np.ceil(u * 2.0 / 0.01))
     # The iterate dipped to 0.01 while the average is 0.2: as many steps as at 0.2.
-    dipped = state._replace(da_count=jnp.asarray(5.0), da_log_avg=jnp.log(0.2))
+    dipped = state._replace(da=state.da._replace(n=jnp.asarray(5.0), log_avg=jnp.log(0.2)))
     assert int(kernel.steps_for(dipped)) == int(np.ceil(u * 2.0 / 0.2))
     # An iterate above the average keeps its own (fewer) steps; so does sampling, where the
     # iterate is the average.
@@ -190,7 +185,7 @@ def test_pooled_variance_counts_the_spread_between_chains():
     count = jnp.full((3,), 40.0)
     mean = jnp.asarray(windows.mean(axis=1))
     m2 = jnp.asarray(((windows - windows.mean(axis=1, keepdims=True)) ** 2).sum(axis=1))
-    pooled = jax.vmap(kernel._pooled_variance, axis_name=GROUP_AXIS)(count, mean, m2)
+    pooled = jax.vmap(kernel.pooled_variance, axis_name=GROUP_AXIS)(count, mean, m2)
     variance, total = np.asarray(pooled[0]), np.asarray(pooled[1])
     expected = windows.reshape(-1, 2).var(axis=0, ddof=1)
     np.testing.assert_allclose(variance, np.broadcast_to(expected, (3, 2)), rtol=1e-12)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from tolerances import assert_moments, assert_window_variances
 
-from mpi_pymc import diagnostics, nuts
-from mpi_pymc.nuts import CONVERGED_WINDOW, EARLY_DEPTH, Nuts, transition
+from mpi_pymc import diagnostics
+from mpi_pymc.samplers import nuts
+from mpi_pymc.samplers.nuts import CONVERGED_WINDOW, EARLY_DEPTH, Nuts, transition
 
 jax.config.update("jax_enable_x64", True)
 

@@ -1,92 +1,52 @@
-"""Adaptive jittered HMC: fixed-length trajectories whose length is learned in warmup.
-
-Why a sampler next to NUTS: a NUTS step builds a tree of data-dependent depth. Vectorized over
-a rank's chains (the GPU case) every chain waits for the deepest tree, and on a CPU the tree's
-bookkeeping and its log-density at every step cost more than the gradients (measured on one
-core, logistic regression N=50,000 D=20: 0.72 ms per NUTS leapfrog step; 0.39 ms per leapfrog
-that computes the gradient only). An HMC step of ``n`` leapfrogs is ``n`` gradients plus one
-log-density at the end, and since the jitter of iteration ``i`` is the same number for every
-chain, chains with similar adapted settings run the same number of steps in lockstep.
-
-Everything is per chain and pure: ``init(key, position, data)`` and ``step(state, data)`` like the
-NUTS backends, so chains run vmapped or one after another, checkpoint as their state, and a
-chain's draws never depend on which chains share its rank.
+"""Adaptive jittered HMC (``--sampler hmc``): fixed-length trajectories whose length is learned
+in warmup.
 
 Iteration ``i`` integrates ``n = ceil(u_i T / eps)`` leapfrog steps, ``u_i = JITTER_LOW + (1 -
 JITTER_LOW) v_i`` with ``v_i`` the base-2 van der Corput number of ``i + 1`` (in (0, 1)), then
 accepts or rejects by the energy error. Each such kernel leaves the target invariant; the jitter
-breaks the periodicities one fixed length has.
+breaks the periodicities one fixed length has. The jitter of iteration ``i`` is the same number
+for every chain, so vectorized chains with similar adapted settings step in lockstep, and a
+leapfrog needs the gradient only (the log-density just at the trajectory's end).
 
 Warmup (the first ``tune`` iterations) adapts, from the chain's own history:
 
 - the step size by dual averaging (Hoffman & Gelman 2014) towards ``target_accept``: one
-  averaging over the whole warmup. Stan restarts it at each mass-matrix update; with one
-  proposal's acceptance per iteration that left the last 50 iterates swinging over 10x and the
-  final averaged step 30% short (0.56 against 0.82 for the regression below, realised
-  acceptance 0.78 for a 0.65 target), so sampling took 30% more steps than needed;
+  averaging over the whole warmup (not restarted at each mass-matrix update, as Stan does). A
+  warmup iteration takes no more steps than it would at ``eps_avg``, the averaged step so far:
+  ``ceil(u_i T / max(eps, eps_avg))``, so vectorized chains do not wait for one whose iterate
+  dipped;
 - a diagonal mass matrix over Stan's windows (75 fast iterations, slow windows of 25, 50, 100,
   ... ending 50 before the end), regularised as Stan does;
-- the trajectory length ``T``: each warmup trajectory also runs on, past its jittered end, to its
-  first no-U-turn point (``(x - x0) . p < 0`` or ``(x - x0) . p0 < 0``, NUTS's criterion in the
-  mass matrix's metric), as eHMC (Wu, Stoehr & Robert 2018) measures path lengths. ``T`` is
-  ``TRAJECTORY_SCALE`` times the mean U-turn time: a running mean during warmup, the mean over
-  the last fast window for sampling.
-
-``TRAJECTORY_SCALE`` and ``JITTER_LOW``: for a Gaussian target in the adapted metric the U-turn
-time is ``pi`` (in units of the standard deviations), and a direction of frequency ``w`` has
-lag-1 autocorrelation ``rho_1 = E cos(w t)`` for the mean and ``rho_2 = (1 + E cos(2 w t)) / 2``
-for its square, ``t = u T``. Effective draws per gradient are ``(1 - rho) / (1 + rho)`` over the
-mean trajectory ``(1 + JITTER_LOW) T / 2``. With ``u ~ U(0, 1)`` the mean's efficiency peaks near
-``T = 1.27 pi``, but the shortest trajectories then do little. ``u ~ U(0.3, 1)`` with ``T = pi``
-(the U-turn time itself) does better on both the mean and the square. That holds for directions
-whose ``w`` times the mean U-turn time lies between 0.85 pi and pi.
-
-Five test targets, two seeds each, 4 chains of 1000 + 1000, compared with ``U(0, 1)`` and
-``T = 1.25 pi``:
-- the targets: a diagonal Gaussian with scales 0.1 to 10; rotated Gaussians with condition
-  numbers 10 and 100; a Student-t with 5 degrees of freedom; non-centred eight schools;
-- min bulk ESS per gradient rose on the diagonal Gaussian (about 2x), the condition-10 Gaussian
-  and the Student-t. It fell 4% and 16% on the condition-100 Gaussian, and 3% and 31% on eight
-  schools;
-- min tail ESS per gradient rose on the four Gaussian and Student-t targets. On eight schools
-  it fell 3% and 64%;
-- five further seeds of eight schools: the mean min bulk ESS went from 1,637 to 2,084 and the
-  mean min tail ESS from 1,205 to 1,515, at about 4 steps per draw either way;
-- ESS of squares fell 15-18% on the diagonal Gaussian and rose on the other four.
-
-On the benchmark's logistic regression (N=50,000, D=20) the minimum bulk ESS went from about
-4,000 to 6,000-7,000 per 4,000 draws, at the same steps per draw.
-
-During warmup a chain's dual-averaging iterate swings (one acceptance per iteration steers it),
-and vectorized chains wait for the one with the smallest step. So a warmup iteration takes no
-more steps than it would at ``eps_avg``, the chain's averaged step so far: ``ceil(u_i T /
-max(eps, eps_avg))``. A chain whose iterate dipped integrates a shorter time; the step it adapts
-is unchanged. In sampling ``eps`` is ``eps_avg``, so nothing changes there. Test case: 1024
-chains of a small logistic regression (D=54), 500 warmup iterations, counted on a CPU as
-lockstep leapfrogs (the most over chains, summed over iterations, U-turn run-ons included).
-Warmup took 7,182 without the cap and 5,236 with it, against 2,705 for 500 sampling iterations.
-The adapted step sizes and lengths came out the same.
+- the trajectory length ``T``: each ``MEASURE_EVERY``-th warmup trajectory also runs on, past its
+  jittered end, to its first no-U-turn point (``(x - x0) . p < 0`` or ``(x - x0) . p0 < 0``,
+  NUTS's criterion in the mass matrix's metric), as eHMC (Wu, Stoehr & Robert 2018) measures
+  path lengths. ``T`` is ``TRAJECTORY_SCALE`` times the mean U-turn time: a running mean during
+  warmup, the mean over the last fast window for sampling.
 
 Adaptation groups (``group_size``, the CLI's ``--adapt-group``) pool warmup over consecutive
 chains: mean acceptance for the step size, mean U-turn time for ``T``, pooled window variance
-for the mass matrix. A group then steps in lockstep with no waiting. Measured on a CPU
-(``benchmarks/adapt_group.py``, same test case, run-ons counted): warmup 5,271 lockstep
-leapfrogs alone, 2,847 in groups of 64, 2,662 in one group of 1024; sampling 2,689, 2,219 and
-2,176; min bulk ESS 4-5% lower pooled. On the five targets above (``benchmarks/
-hmc_targets.py``, one group of 4 against alone, two seeds), bulk ESS per gradient rose on
-the condition-10 Gaussian and the Student-t (up to +71%), was mixed on the diagonal (+16%, -2%)
-and condition-100 (-4%, +12%) Gaussians, and fell 4% and 22% on eight schools.
+for the mass matrix; a group then steps in lockstep with no waiting.
+
+Everything is per chain and pure, so chains run vmapped or one after another, checkpoint as
+their state, and (ungrouped) a chain's draws never depend on which chains share its rank. Why
+this sampler, why these constants and what each choice measured: ``benchmarks/README.md``,
+"The hmc sampler: design measurements".
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mpi_pymc import adaptation
+from mpi_pymc.adaptation import warmup_schedule
+from mpi_pymc.samplers.base import DIVERGENCE_ENERGY, GROUP_AXIS, ChunkedWarmup, tree_depth
+
+if TYPE_CHECKING:
+    from mpi_pymc.compile import CompiledModel
+    from mpi_pymc.config import RunConfig
 
 TRAJECTORY_SCALE = 1.0
 JITTER_LOW = 0.3
@@ -95,10 +55,17 @@ UTURN_HORIZON = 20
 # Warmup measures the U-turn on every MEASURE_EVERY-th iteration (each measurement runs the
 # trajectory on past its end).
 MEASURE_EVERY = 4
-DIVERGENCE_ENERGY = 1000.0
-# vmap axis name of an adaptation group (see ``AdaptiveHmc``'s ``group_size``).
-GROUP_AXIS = "adaptation_group"
 INITIAL_STEPS = 4  # T before any U-turn is measured, in initial step sizes
+
+
+class UturnTimes(NamedTuple):
+    """U-turn times: running ``mean`` (of ``n``) and the ``final_sum`` (of ``final_n``) over the
+    last fast window."""
+
+    mean: jax.Array
+    n: jax.Array
+    final_sum: jax.Array
+    final_n: jax.Array
 
 
 class HmcState(NamedTuple):
@@ -110,48 +77,11 @@ class HmcState(NamedTuple):
     log_step_size: jax.Array
     inverse_mass_matrix: jax.Array
     trajectory: jax.Array  # T, integration time
-    # dual averaging
-    da_mu: jax.Array
-    da_hbar: jax.Array
-    da_log_avg: jax.Array
-    da_count: jax.Array
-    # Welford estimate of the position variance over the current slow window
-    wf_count: jax.Array
-    wf_mean: jax.Array
-    wf_m2: jax.Array
-    # U-turn times: running mean (and its count) and the sum/count over the last fast window
-    uturn_mean: jax.Array
-    uturn_count: jax.Array
-    uturn_final_sum: jax.Array
-    uturn_final_count: jax.Array
-
-
-class Schedule(NamedTuple):
-    slow: np.ndarray  # (tune,) bool: iteration feeds the mass-matrix estimate
-    window_end: np.ndarray  # (tune,) bool: a slow window ends here, the mass matrix updates
-    final_start: int  # first iteration of the last fast window (trajectory averaging)
-
-
-def warmup_schedule(tune: int) -> Schedule:
-    """Stan's warmup windows for ``tune`` iterations (pure)."""
-    slow = np.zeros(tune, bool)
-    window_end = np.zeros(tune, bool)
-    if tune < 20:
-        return Schedule(slow, window_end, 0)
-    init_buffer, term_buffer, window = 75, 50, 25
-    if tune < init_buffer + term_buffer + window:
-        init_buffer, term_buffer = int(0.15 * tune), int(0.1 * tune)
-        window = tune - init_buffer - term_buffer
-    start, end_slow = init_buffer, tune - term_buffer
-    while start < end_slow:
-        size = window
-        if start + size + 2 * size > end_slow:
-            size = end_slow - start  # the last window takes the remainder
-        slow[start : start + size] = True
-        window_end[start + size - 1] = True
-        start += size
-        window *= 2
-    return Schedule(slow, window_end, end_slow)
+    # Warmup's three adaptations: step size, mass matrix, trajectory length. (Nested in the
+    # order the flat fields da_*, wf_* and uturn_* had: a checkpoint is the state's leaves.)
+    da: adaptation.DualAveraging
+    wf: adaptation.Welford
+    uturn: UturnTimes
 
 
 def van_der_corput(k):
@@ -253,8 +183,9 @@ def find_step_size(value_and_grad, position, logdensity, grad, inv_mass, key, ma
     return jnp.clip(step_size, 1e-10, 1e10)
 
 
-class AdaptiveHmc:
-    """The per-chain kernel: ``init`` and ``step`` over an :class:`HmcState`.
+class AdaptiveHmc(ChunkedWarmup):
+    """The per-chain kernel: ``init``, ``step`` and ``warmup_step`` over an :class:`HmcState`; a
+    :class:`~mpi_pymc.samplers.base.SamplerBackend` (``--sampler hmc``).
 
     ``group_size`` > 1 pools warmup across an adaptation group of that many chains: the code is
     still per chain, but must then run under a ``vmap`` over the group with ``axis_name=
@@ -275,6 +206,19 @@ class AdaptiveHmc:
         self.group_size = group_size
         self.schedule = warmup_schedule(tune)
 
+    @classmethod
+    def from_config(cls, compiled: CompiledModel, config: RunConfig) -> AdaptiveHmc:
+        return cls(
+            compiled.logdensity,
+            tune=config.tune,
+            target_accept=config.target_accept,
+            max_steps=2**config.max_tree_depth,
+            group_size=config.adapt_group,
+        )
+
+    def iteration(self, state: HmcState):
+        return state.i
+
     def _group_mean(self, value):
         """The mean of ``value`` over the chain's adaptation group (itself when ungrouped)."""
         return jax.lax.pmean(value, GROUP_AXIS) if self.group_size > 1 else value
@@ -288,6 +232,7 @@ class AdaptiveHmc:
         if self.group_size > 1:  # the group starts from its chains' geometric mean
             step_size = jnp.exp(self._group_mean(jnp.log(step_size)))
         zero = jnp.zeros((), position.dtype)
+        da, wf = adaptation.start(position, step_size)
         return HmcState(
             i=jnp.zeros((), jnp.int32),
             position=position,
@@ -297,14 +242,12 @@ class AdaptiveHmc:
             log_step_size=jnp.log(step_size),
             inverse_mass_matrix=inv_mass,
             trajectory=INITIAL_STEPS * step_size,
-            **adaptation.start_fields(position, step_size),
-            uturn_mean=zero,
-            uturn_count=zero,
-            uturn_final_sum=zero,
-            uturn_final_count=zero,
+            da=da,
+            wf=wf,
+            uturn=UturnTimes(mean=zero, n=zero, final_sum=zero, final_n=zero),
         )
 
-    def _pooled_variance(self, count, mean, m2):
+    def pooled_variance(self, count, mean, m2):
         """The window's position variance and its draw count, over the adaptation group: the
         chains' sums of squares about the group mean, so spread between chains counts too.
         Ungrouped this is the chain's own ``m2 / (count - 1)``, exactly."""
@@ -318,13 +261,15 @@ class AdaptiveHmc:
         max_steps]``, ``eps_avg`` the averaged step so far (in sampling ``eps == eps_avg``)."""
         u = JITTER_LOW + (1.0 - JITTER_LOW) * van_der_corput(state.i + 1)
         step_size = jnp.exp(state.log_step_size)
-        averaged = jnp.where(state.da_count > 0, jnp.exp(state.da_log_avg), step_size)
+        averaged = jnp.where(state.da.n > 0, jnp.exp(state.da.log_avg), step_size)
         n = jnp.ceil(
             u.astype(step_size.dtype) * state.trajectory / jnp.maximum(step_size, averaged)
         )
         return jnp.clip(n, 1, self.max_steps).astype(jnp.int32)
 
-    def _transition(self, state: HmcState, data, measure):
+    def transition(self, state: HmcState, data, measure):
+        """Move once: ``(state, stats, uturn_time)``, ``uturn_time`` the integration time to the
+        trajectory's first U-turn when ``measure`` (warmup), else its end."""
         key, momentum_key, accept_key = jax.random.split(state.rng_key, 3)
         x, inv_mass = state.position, state.inverse_mass_matrix
         step_size = jnp.exp(state.log_step_size)
@@ -360,22 +305,23 @@ class AdaptiveHmc:
             "step_size": step_size,
             "n_steps": steps,
             "acceptance_rate": accept_prob,
+            "tree_depth": tree_depth(steps),
         }
         return moved, stats, uturn.astype(x.dtype) * step_size
 
     def step(self, state: HmcState, data):
         """A sampling iteration: the adapted settings stay as they are."""
-        moved, stats, _ = self._transition(state, data, measure=False)
+        moved, stats, _ = self.transition(state, data, measure=False)
         return moved, moved.position, stats
 
     def warmup_step(self, state: HmcState, data):
         """A warmup iteration (``state.i < tune``): move, measure the U-turn, adapt."""
         measure = state.i % MEASURE_EVERY == 0
-        moved, stats, uturn_time = self._transition(state, data, measure=measure)
-        moved = self._adapt(state, moved, stats["acceptance_rate"], uturn_time, measure)
+        moved, stats, uturn_time = self.transition(state, data, measure=measure)
+        moved = self.adapt(state, moved, stats["acceptance_rate"], uturn_time, measure)
         return moved, moved.position, stats
 
-    def _adapt(self, old: HmcState, new: HmcState, accept_prob, uturn_time, measured):
+    def adapt(self, old: HmcState, new: HmcState, accept_prob, uturn_time, measured):
         """Warmup iteration ``old.i`` done: update step size, mass matrix and trajectory."""
         dtype = new.position.dtype
         i = old.i
@@ -388,32 +334,25 @@ class AdaptiveHmc:
 
         # Dual averaging of the log step size.
         count, hbar, log_step, log_avg = adaptation.dual_averaging(
-            old.da_count,
-            old.da_hbar,
-            old.da_log_avg,
-            old.da_mu,
-            self._group_mean(accept_prob),
-            self.target_accept,
+            old.da, self._group_mean(accept_prob), self.target_accept
         )
 
         # Running mean of U-turn times, and their mean over the last fast window.
         uturn_time = self._group_mean(uturn_time)
-        uturn_count = old.uturn_count + jnp.where(measured, 1.0, 0.0)
+        uturn_count = old.uturn.n + jnp.where(measured, 1.0, 0.0)
         uturn_mean = jnp.where(
             measured,
-            old.uturn_mean
-            + (uturn_time - old.uturn_mean) / jnp.clip(uturn_count, 1.0, UTURN_HORIZON),
-            old.uturn_mean,
+            old.uturn.mean
+            + (uturn_time - old.uturn.mean) / jnp.clip(uturn_count, 1.0, UTURN_HORIZON),
+            old.uturn.mean,
         )
-        final_sum = old.uturn_final_sum + jnp.where(final & measured, uturn_time, 0.0)
-        final_count = old.uturn_final_count + jnp.where(final & measured, 1.0, 0.0)
+        final_sum = old.uturn.final_sum + jnp.where(final & measured, uturn_time, 0.0)
+        final_count = old.uturn.final_n + jnp.where(final & measured, 1.0, 0.0)
 
         # Welford over the slow window; at its end the mass matrix updates and the running mean
         # of U-turn times starts again (the metric changed).
-        wf_count, wf_mean, wf_m2 = adaptation.welford(
-            old.wf_count, old.wf_mean, old.wf_m2, new.position, slow
-        )
-        variance, n = self._pooled_variance(wf_count, wf_mean, wf_m2)
+        wf = adaptation.welford(old.wf, new.position, slow)
+        variance, n = self.pooled_variance(wf.n, wf.mean, wf.m2)
         regularised = adaptation.regularised(variance, n)
         restart = window_end
 
@@ -425,14 +364,14 @@ class AdaptiveHmc:
             trajectory=jnp.where(last & (final_count > 0), final_trajectory, trajectory).astype(
                 dtype
             ),
-            da_hbar=hbar.astype(dtype),
-            da_log_avg=log_avg.astype(dtype),
-            da_count=count.astype(dtype),
-            wf_count=jnp.where(restart, zero, wf_count).astype(dtype),
-            wf_mean=jnp.where(restart, jnp.zeros_like(wf_mean), wf_mean),
-            wf_m2=jnp.where(restart, jnp.zeros_like(wf_m2), wf_m2),
-            uturn_mean=uturn_mean.astype(dtype),
-            uturn_count=jnp.where(restart, zero, uturn_count).astype(dtype),
-            uturn_final_sum=final_sum.astype(dtype),
-            uturn_final_count=final_count.astype(dtype),
+            da=old.da._replace(
+                hbar=hbar.astype(dtype), log_avg=log_avg.astype(dtype), n=count.astype(dtype)
+            ),
+            wf=adaptation.restarted(wf, restart, dtype),
+            uturn=UturnTimes(
+                mean=uturn_mean.astype(dtype),
+                n=jnp.where(restart, zero, uturn_count).astype(dtype),
+                final_sum=final_sum.astype(dtype),
+                final_n=final_count.astype(dtype),
+            ),
         )

@@ -47,14 +47,19 @@ chains run vmapped or one after another and a checkpoint is the state.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mpi_pymc import adaptation
-from mpi_pymc.hmc import DIVERGENCE_ENERGY, warmup_schedule
+from mpi_pymc.adaptation import warmup_schedule
+from mpi_pymc.samplers.base import DIVERGENCE_ENERGY, ChunkedWarmup, tree_depth
+
+if TYPE_CHECKING:
+    from mpi_pymc.compile import CompiledModel
+    from mpi_pymc.config import RunConfig
 
 # Warmup ends early (the remaining slow windows are skipped, the terminal window still runs)
 # when a slow window of at least CONVERGED_WINDOW draws gives a metric within CONVERGED_RMS
@@ -78,15 +83,10 @@ class NutsState(NamedTuple):
     rng_key: jax.Array
     log_step_size: jax.Array
     inverse_mass_matrix: jax.Array
-    # dual averaging of the log step size
-    da_mu: jax.Array
-    da_hbar: jax.Array
-    da_log_avg: jax.Array
-    da_count: jax.Array
-    # Welford estimate of the position variance over the current slow window
-    wf_count: jax.Array
-    wf_mean: jax.Array
-    wf_m2: jax.Array
+    # Warmup's adaptation of the step size and of the mass matrix. (Nested in the order the
+    # flat fields da_* and wf_* had: a checkpoint is the state's leaves, in order.)
+    da: adaptation.DualAveraging
+    wf: adaptation.Welford
 
 
 class _Point(NamedTuple):
@@ -300,9 +300,9 @@ def search_step_size(value_and_grad, key, position, logdensity, grad, inv_mass, 
     return jnp.clip(eps, 1e-10, 1e10).astype(position.dtype)
 
 
-class Nuts:
+class Nuts(ChunkedWarmup):
     """The per-chain kernel: ``init``, ``step`` (sampling) and ``warmup_step`` over
-    :class:`NutsState`."""
+    :class:`NutsState`; a :class:`~mpi_pymc.samplers.base.SamplerBackend` (``--sampler nuts``)."""
 
     def __init__(self, logdensity, tune: int, target_accept: float, max_depth: int):
         self.logdensity = logdensity
@@ -313,6 +313,18 @@ class Nuts:
         ends = np.flatnonzero(self.schedule.window_end)
         # Iterations before the first metric update (none when there is no slow window).
         self.early_until = int(ends[0]) + 1 if len(ends) and EARLY_DEPTH else 0
+
+    @classmethod
+    def from_config(cls, compiled: CompiledModel, config: RunConfig) -> Nuts:
+        return cls(
+            compiled.logdensity,
+            tune=config.tune,
+            target_accept=config.target_accept,
+            max_depth=config.max_tree_depth,
+        )
+
+    def iteration(self, state: NutsState):
+        return state.i
 
     def _value_and_grad(self, data):
         return jax.value_and_grad(lambda x: self.logdensity(x, data))
@@ -326,6 +338,7 @@ class Nuts:
         step_size = search_step_size(
             value_and_grad, search_key, position, logdensity, grad, inv_mass, one, True
         )
+        da, wf = adaptation.start(position, step_size)
         return NutsState(
             i=jnp.zeros((), jnp.int32),
             position=position,
@@ -334,7 +347,8 @@ class Nuts:
             rng_key=key,
             log_step_size=jnp.log(step_size),
             inverse_mass_matrix=inv_mass,
-            **adaptation.start_fields(position, step_size),
+            da=da,
+            wf=wf,
         )
 
     def _transition(self, state: NutsState, data, depth_limit=None):
@@ -358,6 +372,7 @@ class Nuts:
             grad=proposal.grad,
             rng_key=key,
         )
+        stats = {**stats, "tree_depth": tree_depth(stats["n_steps"])}
         return moved, {"lp": proposal.logdensity, "step_size": step_size, **stats}
 
     def step(self, state: NutsState, data):
@@ -385,18 +400,16 @@ class Nuts:
 
         # Dual averaging of the log step size.
         count, hbar, log_step, log_avg = adaptation.dual_averaging(
-            old.da_count, old.da_hbar, old.da_log_avg, old.da_mu, accept_prob, self.target_accept
+            old.da, accept_prob, self.target_accept
         )
 
         # Welford over the slow window; at its end the mass matrix updates.
-        wf_count, wf_mean, wf_m2 = adaptation.welford(
-            old.wf_count, old.wf_mean, old.wf_m2, new.position, slow
-        )
-        variance = wf_m2 / jnp.maximum(wf_count - 1.0, 1.0)
-        regularised = adaptation.regularised(variance, wf_count)
+        wf = adaptation.welford(old.wf, new.position, slow)
+        variance = wf.m2 / jnp.maximum(wf.n - 1.0, 1.0)
+        regularised = adaptation.regularised(variance, wf.n)
         inv_mass = jnp.where(window_end, regularised, old.inverse_mass_matrix).astype(dtype)
         change = jnp.sqrt(jnp.mean(jnp.log(regularised / old.inverse_mass_matrix) ** 2))
-        converged = window_end & (wf_count >= CONVERGED_WINDOW) & (change < CONVERGED_RMS)
+        converged = window_end & (wf.n >= CONVERGED_WINDOW) & (change < CONVERGED_RMS)
 
         # After a metric update Stan searches the step size again and restarts the averaging.
         key, search_key = jax.random.split(new.rng_key)
@@ -417,11 +430,11 @@ class Nuts:
             rng_key=key,
             log_step_size=log_step.astype(dtype),
             inverse_mass_matrix=inv_mass,
-            da_mu=jnp.where(window_end, jnp.log(10.0 * searched), old.da_mu).astype(dtype),
-            da_hbar=jnp.where(window_end, zero, hbar).astype(dtype),
-            da_log_avg=jnp.where(window_end, zero, log_avg).astype(dtype),
-            da_count=jnp.where(window_end, zero, count).astype(dtype),
-            wf_count=jnp.where(window_end, zero, wf_count).astype(dtype),
-            wf_mean=jnp.where(window_end, jnp.zeros_like(wf_mean), wf_mean),
-            wf_m2=jnp.where(window_end, jnp.zeros_like(wf_m2), wf_m2),
+            da=adaptation.DualAveraging(
+                mu=jnp.where(window_end, jnp.log(10.0 * searched), old.da.mu).astype(dtype),
+                hbar=jnp.where(window_end, zero, hbar).astype(dtype),
+                log_avg=jnp.where(window_end, zero, log_avg).astype(dtype),
+                n=jnp.where(window_end, zero, count).astype(dtype),
+            ),
+            wf=adaptation.restarted(wf, window_end, dtype),
         )
