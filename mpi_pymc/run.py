@@ -647,7 +647,7 @@ def warm_up(job: _Job, chains: _Chains, saver, progress: Progress, deadline: Dea
     draws_done = chains.ckpt.draws_done if chains.ckpt is not None else 0
     iteration = least_iteration(chains.state) if chains.ckpt is not None else 0
     stopped_by = None
-    if iteration < config.tune and sampler.backend.warmup_in_chunks:
+    if iteration < config.tune and sampler.warmup_in_chunks:
         while iteration < config.tune and not stopped_by:
             t_chunk = time.time()
             n = min(config.chunk_draws, config.tune - iteration)
