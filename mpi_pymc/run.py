@@ -126,7 +126,11 @@ def _check_output(config: RunConfig) -> None:
         )
     if config.resume and not exists:
         raise UserError(f"--resume given but '{out}' does not exist: run without --resume first")
-    directory = os.path.dirname(os.path.abspath(out))
+
+
+def _check_output_directory(config: RunConfig) -> None:
+    """The output's directory exists and takes files (rank 0)."""
+    directory = os.path.dirname(os.path.abspath(str(config.out)))
     if not os.path.isdir(directory):
         raise UserError(f"output directory '{directory}' does not exist: create it first")
     import tempfile
@@ -138,6 +142,21 @@ def _check_output(config: RunConfig) -> None:
         raise UserError(
             f"output directory '{directory}' is not writable ({exc.strerror}): choose another --out"
         ) from None
+
+
+def _claim_output(config: RunConfig):
+    """Rank 0: take the output's lock, then judge the existing files — in this order, so no
+    other job can change them between the verdict and the writes (see output_lock)."""
+    from mpi_pymc import output_lock
+
+    _check_output_directory(config)
+    lock = output_lock.acquire(str(config.out), output_lock.stale_after_from())
+    try:
+        _check_output(config)
+    except UserError:
+        lock.release()
+        raise
+    return lock
 
 
 def _flat_names(compiled) -> list[tuple[str, str, tuple]]:
@@ -267,6 +286,7 @@ class _Job:
     t_start: float = field(default_factory=time.perf_counter)
     timings: dict[str, float] = field(default_factory=dict)
     stop: _StopRequest = field(default_factory=_StopRequest)
+    lock: Any = None  # rank 0's hold on the output (output_lock.OutputLock)
 
     @property
     def rank(self) -> int:
@@ -323,12 +343,12 @@ def run(config: RunConfig, comm=None, echo=print, model=None, interrupt=False) -
 
     job = _Job(comm if comm is not None else MPI.COMM_WORLD.Clone(), config, echo)
     job.stop.install(interrupt)
-    if interrupt:
-        try:
-            return _run_phases(job, model)
-        finally:
+    try:
+        return _run_phases(job, model)
+    finally:
+        release_output(job)
+        if interrupt:
             job.stop.restore()
-    return _run_phases(job, model)
 
 
 def _run_phases(job: _Job, model) -> RunResult:
@@ -409,12 +429,22 @@ def bind_devices(job: _Job):
 
 
 def check_output_path(job: _Job) -> None:
-    """Rank 0 checks the output path (one view of the file system); every rank hears it."""
-    _on_every_rank(
+    """Rank 0 locks and checks the output path (one view of the file system); every rank hears
+    it. The lock is held until the run ends (:func:`release_output`)."""
+    job.lock = _on_every_rank(
         job.comm,
         "checking the output path",
-        lambda: _check_output(job.config) if job.rank == 0 else None,
+        lambda: _claim_output(job.config) if job.rank == 0 else None,
     )
+    if job.lock is not None and job.lock.broke:
+        job.say(f"note: {job.lock.broke}")
+
+
+def release_output(job: _Job) -> None:
+    """The run is over, however it ended: the next job may take the output."""
+    if job.lock is not None:
+        job.lock.release()
+        job.lock = None
 
 
 def settle_seed(job: _Job, original: RunConfig) -> Checkpoint | None:
