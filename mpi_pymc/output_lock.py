@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
@@ -142,19 +141,27 @@ def stale_after_from(environ=os.environ) -> float:
 # --- facts about processes and jobs (impure) ---------------------------------------------------
 
 
-def process_started(pid: int) -> int | None:
-    """Start time of process ``pid`` in clock ticks after boot (None: no such process, or no
-    /proc to ask)."""
+def process_state(pid: int) -> tuple[bool, int | None]:
+    """Whether process ``pid`` lives on this host, and its start time (clock ticks after boot;
+    None where there is no /proc to ask). A zombie counts as gone: in containers whose init
+    does not reap, a killed process stays one for good."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
             stat = handle.read()
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return False, None
+        return _signal_reaches(pid), None
     except OSError:
-        return None
+        return _signal_reaches(pid), None
     # The command name (field 2) may hold spaces and parentheses: count from its closing one.
-    return int(stat[stat.rindex(")") + 2 :].split()[19])
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return False, None
+    return True, int(fields[19])
 
 
-def process_exists(pid: int) -> bool:
+def _signal_reaches(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -166,15 +173,10 @@ def process_exists(pid: int) -> bool:
 
 def slurm_job_known(job_id: str) -> bool | None:
     """Whether SLURM still knows job ``job_id`` (None: no squeue, or no clear answer)."""
-    try:
-        answer = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-o", "%T"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
+    from mpi_pymc.stopping import squeue
+
+    answer = squeue(job_id, "%T")
+    if answer is None:
         return None
     if answer.returncode == 0:
         return bool(answer.stdout.strip())
@@ -186,7 +188,7 @@ def me(environ=os.environ) -> Holder:
     return Holder(
         host=socket.gethostname(),
         pid=os.getpid(),
-        pid_started=process_started(os.getpid()),
+        pid_started=process_state(os.getpid())[1],
         slurm_job_id=environ.get("SLURM_JOB_ID") or None,
         started_at=time.time(),
     )
@@ -200,8 +202,7 @@ def facts_about(holder: Holder | None, heartbeat: float, stale_after: float) -> 
     if holder is None:
         return facts
     if same_host:  # conclusive either way: no need to ask SLURM
-        exists = process_exists(holder.pid)
-        started = process_started(holder.pid) if exists else None
+        exists, started = process_state(holder.pid)
         return replace(facts, pid_exists=exists, pid_started_now=started)
     if holder.slurm_job_id:
         return replace(facts, slurm_job_known=slurm_job_known(holder.slurm_job_id))
@@ -214,10 +215,9 @@ def facts_about(holder: Holder | None, heartbeat: float, stale_after: float) -> 
 class OutputLock:
     """A lock this process holds: refreshed by a heartbeat thread, removed by :meth:`release`."""
 
-    def __init__(self, path: str, holder: Holder, inode: int, stale_after: float):
+    def __init__(self, path: str, holder: Holder, stale_after: float):
         self.path = path
         self.holder = holder
-        self.inode = inode
         self.broke: str | None = None  # why a stale lock was taken over, for the user
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -226,10 +226,9 @@ class OutputLock:
         self._thread.start()
 
     def _ours(self) -> bool:
-        try:
-            return os.stat(self.path).st_ino == self.inode
-        except OSError:
-            return False
+        # By content, not inode: a file system may give a new lock the inode of a removed one.
+        found = _read(self.path)
+        return found is not None and found[0] == self.holder.to_json()
 
     def _beat(self, interval: float) -> None:
         while not self._stop.wait(interval):
@@ -311,13 +310,12 @@ def acquire(out: str, stale_after: float, holder: Holder | None = None) -> Outpu
         try:
             os.write(fd, holder.to_json().encode())
             os.fsync(fd)
-            inode = os.fstat(fd).st_ino
         except OSError as exc:
             os.remove(path)
             raise UserError(f"cannot write the lock {path}: {exc.strerror}") from None
         finally:
             os.close(fd)
-        lock = OutputLock(path, holder, inode, stale_after)
+        lock = OutputLock(path, holder, stale_after)
         lock.broke = broke
         return lock
     raise UserError(f"could not take {path}: other jobs keep taking it; try again")

@@ -15,12 +15,10 @@ import numpy as np
 import pytest
 from helpers import (
     EIGHT_SCHOOLS,
-    checkpoint_draws,
-    env,
     error_lines,
-    mpirun_or_skip,
     rank_pids,
     run_ranks,
+    start_until_checkpoint,
     wait_ranks_gone,
 )
 
@@ -72,6 +70,20 @@ def test_lock_content_round_trips_and_names_its_holder():
         output_lock.stale_after_from({"MPI_PYMC_LOCK_STALE_AFTER": "soon"})
 
 
+def test_squeue_decides_only_when_it_answers(tmp_path, monkeypatch):
+    fake = tmp_path / "squeue"  # argv: -h -j JOB -o %T
+    fake.write_text(
+        '#!/bin/sh\ncase "$3" in\n1) echo RUNNING;;\n'
+        '2) echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1;;\n'
+        "*) exit 1;;\nesac\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert output_lock.slurm_job_known("1") is True
+    assert output_lock.slurm_job_known("2") is False
+    assert output_lock.slurm_job_known("3") is None  # controller down: no verdict
+
+
 # --- the lock file ----------------------------------------------------------------------------
 
 
@@ -87,7 +99,7 @@ def test_held_refused_released_and_stale_taken_over(tmp_path):
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        alive = Holder(output_lock.me().host, child.pid, output_lock.process_started(child.pid),
+        alive = Holder(output_lock.me().host, child.pid, output_lock.process_state(child.pid)[1],
                        None, time.time())  # fmt: skip
         Path(output_lock.lock_path(out)).write_text(alive.to_json())
         with pytest.raises(UserError, match=f"is in use by another job .*pid {child.pid}"):
@@ -115,19 +127,10 @@ SETTINGS = ["--draws", "300", "--tune", "100", "--chains", "4", "--seed", "5",
             "--chunk-draws", "25", "--chain-method", "sequential"]  # fmt: skip
 
 
-def _start(tmp: Path, out: Path, after_draws: int = 50) -> subprocess.Popen:
-    """Job A on 2 ranks, returned once it has checkpointed ``after_draws`` draws."""
-    cmd = [mpirun_or_skip(), "-n", "2", sys.executable, "-m", "mpi_pymc", "run",
-           str(EIGHT_SCHOOLS), *SETTINGS, "--out", str(out)]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=tmp, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
-    deadline = time.monotonic() + 180
-    while checkpoint_draws(out) < after_draws:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"job A ended or stalled early: {proc.communicate()}")
-        time.sleep(0.02)
-    return proc
+def _start(tmp: Path, out: Path) -> subprocess.Popen:
+    """Job A on 2 ranks, returned once it has checkpointed some draws."""
+    args = ["run", str(EIGHT_SCHOOLS), *SETTINGS, "--out", str(out)]
+    return start_until_checkpoint(2, args, tmp, out, after_draws=50)
 
 
 def test_a_running_job_cannot_be_overwritten_or_resumed(tmp_path):
@@ -142,6 +145,7 @@ def test_a_running_job_cannot_be_overwritten_or_resumed(tmp_path):
             job_b = run_ranks(ranks, args, cwd=tmp_path, timeout=120)
             assert job_b.returncode == 2, job_b.stderr
             (line,) = error_lines(job_b.stderr)
+            print(line)
             assert f"output '{out}' is in use by another job (host " in line
             assert f"pid {pids[0]}" in line or f"pid {pids[1]}" in line
     finally:
