@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -287,6 +288,7 @@ class _Job:
     timings: dict[str, float] = field(default_factory=dict)
     stop: _StopRequest = field(default_factory=_StopRequest)
     lock: Any = None  # rank 0's hold on the output (output_lock.OutputLock)
+    writer: Any = None  # the open output, once there is one
 
     @property
     def rank(self) -> int:
@@ -345,6 +347,10 @@ def run(config: RunConfig, comm=None, echo=print, model=None, interrupt=False) -
     job.stop.install(interrupt)
     try:
         return _run_phases(job, model)
+    except AgreedError:
+        if job.writer is not None:  # every rank raised it at the same point: close together
+            job.writer.abandon()
+        raise
     finally:
         release_output(job)
         if interrupt:
@@ -611,6 +617,7 @@ def open_output(job: _Job, chains: _Chains, binding, node_data):
         shared_bytes=job.comm.allgather(node_data.shared_bytes if node_data else 0),
         job_end=job_end_time(job),
     )
+    check_disk_space(job, layout, io, chains)
     if config.overwrite:
         _on_every_rank(
             job.comm,
@@ -626,7 +633,31 @@ def open_output(job: _Job, chains: _Chains, binding, node_data):
     )  # fmt: skip
     if ckpt is not None:
         writer.mark_completed(np.full(chain_count, ckpt.draws_done, dtype=np.int64))
+    job.writer = writer
     return writer, io
+
+
+def check_disk_space(job: _Job, layout, io: str, chains: _Chains) -> None:
+    """Refuse, before anything is written, a run whose output and checkpoints would not fit on
+    their file system (every dataset is allocated up front, so its size is known)."""
+    import jax
+
+    from mpi_pymc import disk_space, storage
+    from mpi_pymc.checkpoint import checkpoint_path
+
+    config, out = job.config, str(job.config.out)
+    leaves = jax.tree_util.tree_leaves(chains.state)
+    local_bytes = sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize for leaf in leaves)
+    resume = chains.ckpt is not None
+    state_bytes = job.comm.allreduce(local_bytes)
+    output = storage.output_bytes(layout, io, job.size, resume=resume)
+    checkpoint = disk_space.checkpoint_bytes(state_bytes, len(leaves), resume=resume)
+    freed = [out, str(storage.shard_dir(out)), checkpoint_path(out)] if config.overwrite else []
+    _on_every_rank(
+        job.comm,
+        "checking free disk space",
+        lambda: disk_space.check(out, output, checkpoint, freed) if job.rank == 0 else None,
+    )
 
 
 def root_attrs(
@@ -719,7 +750,8 @@ def sample_in_chunks(
             values[("sample_stats", name)] = np.asarray(stats[name])
         _injected_fault(job.rank, sampled.draw)
         t_io = time.perf_counter()
-        writer.write_chunk(sampled.draw, values)
+        kept = sampled.draw
+        _agreed_write(job, "writing draws", partial(writer.write_chunk, sampled.draw, values), kept)
         sampled.draw += n
         saver.save(chains.state, config.tune + sampled.draw, sampled.draw)
         io_seconds += time.perf_counter() - t_io
@@ -733,7 +765,8 @@ def sample_in_chunks(
         if sampled.draw < config.draws:
             sampled.stopped_by = _AGREED_STOPS[max(g[2] for g in gathered)]
         t_io = time.perf_counter()
-        writer.mark_completed(sampled.draws_completed)
+        completed = partial(writer.mark_completed, sampled.draws_completed)
+        _agreed_write(job, "writing draws", completed, kept)
         io_seconds += time.perf_counter() - t_io
         progress.update("sampling", config.tune + sampled.draw, sampled.divergences)
         if (
@@ -754,6 +787,30 @@ def sample_in_chunks(
     if config.until_ess is not None:
         job.timings["until_ess_checks"] = goal_seconds
     return sampled
+
+
+def _agreed_write(job: _Job, phase: str, write: Callable[[], None], draws_kept: int) -> None:
+    """A write that may fail on some ranks (disk full, quota, I/O error), agreed at once: every
+    rank stops here with one line, before a checkpoint could claim the lost draws."""
+    _on_every_rank(
+        job.comm,
+        phase,
+        write,
+        catch=(OSError,),
+        reword=lambda exc: f"{exc}; {_what_is_kept(job.config, draws_kept)}",
+    )
+
+
+def _what_is_kept(config: RunConfig, draws_kept: int | None = None) -> str:
+    """After a failed write: what the user still has, and how to go on."""
+    from mpi_pymc.checkpoint import checkpoint_path
+
+    draws = "every flushed draw" if draws_kept is None else f"its first {draws_kept} draws"
+    return (
+        f"{config.out} keeps {draws} of every chain and "
+        f"{checkpoint_path(str(config.out))} the last good checkpoint: free space or fix the file "
+        "system, then continue with --resume"
+    )
 
 
 def finish(job: _Job, chains: _Chains, sampled: _Sampled, writer, io: str) -> RunResult:
@@ -880,6 +937,7 @@ class _CheckpointSaver:
 
         self.path = checkpoint_path(str(config.out))
         self.comm = comm
+        self.config = config
         self.meta = {
             "settings": config.settings_for_fingerprint(),
             "fingerprint": compiled.fingerprint,
@@ -898,6 +956,7 @@ class _CheckpointSaver:
         import jax
 
         from mpi_pymc.checkpoint import write_checkpoint
+        from mpi_pymc.storage import write_failure
 
         leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state)]
         gathered = self.comm.gather(leaves, root=0)
@@ -908,7 +967,8 @@ class _CheckpointSaver:
             try:
                 write_checkpoint(self.path, merged, meta)
             except OSError as exc:
-                error = exc
+                failure = write_failure(self.path, exc)
+                error = UserError(f"{failure}; {_what_is_kept(self.config)}")
         agree(self.comm, error, "writing the checkpoint")
 
 
