@@ -43,12 +43,19 @@ def write_checkpoint(path: str, leaves: list[np.ndarray], meta: dict) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     arrays = {f"leaf_{i:03d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     meta = {**meta, "format_version": FORMAT_VERSION, "leaves": len(leaves)}
-    with open(tmp, "wb") as handle:
-        arrays["meta"] = np.array(json.dumps(meta, default=str))
-        np.savez(handle, **arrays)  # type: ignore[arg-type]
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            arrays["meta"] = np.array(json.dumps(meta, default=str))
+            np.savez(handle, **arrays)  # type: ignore[arg-type]
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk leaves a torn file aside: remove it so it neither holds the space a
+        # resume needs nor passes for a checkpoint; the previous checkpoint stays as it was.
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
         os.fsync(directory)

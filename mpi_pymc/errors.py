@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import traceback
@@ -42,6 +43,17 @@ def agree(comm, error: BaseException | None, phase: str) -> None:
         raise AgreedError(failed[0][1])
     ranks = ", ".join(str(rank) for rank, _ in failed)
     raise AgreedError(f"{phase} failed on rank(s) {ranks}: rank {failed[0][0]}: {failed[0][1]}")
+
+
+def os_error_cause(exc: OSError) -> str:
+    """The cause of a failed write in a few words ("No space left on device"), also from
+    h5py's long messages that bury it in HDF5's error stack."""
+    if exc.strerror:
+        return exc.strerror
+    buried = re.search(r"error message = '([^']+)'", str(exc))
+    if buried:
+        return buried.group(1)
+    return str(exc).split(" (")[0] or type(exc).__name__
 
 
 def rank_prefix(comm) -> str:

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -126,7 +127,11 @@ def _check_output(config: RunConfig) -> None:
         )
     if config.resume and not exists:
         raise UserError(f"--resume given but '{out}' does not exist: run without --resume first")
-    directory = os.path.dirname(os.path.abspath(out))
+
+
+def _check_output_directory(config: RunConfig) -> None:
+    """The output's directory exists and takes files (rank 0)."""
+    directory = os.path.dirname(os.path.abspath(str(config.out)))
     if not os.path.isdir(directory):
         raise UserError(f"output directory '{directory}' does not exist: create it first")
     import tempfile
@@ -138,6 +143,21 @@ def _check_output(config: RunConfig) -> None:
         raise UserError(
             f"output directory '{directory}' is not writable ({exc.strerror}): choose another --out"
         ) from None
+
+
+def _claim_output(config: RunConfig):
+    """Rank 0: take the output's lock, then judge the existing files — in this order, so no
+    other job can change them between the verdict and the writes (see output_lock)."""
+    from mpi_pymc import output_lock
+
+    _check_output_directory(config)
+    lock = output_lock.acquire(str(config.out), output_lock.stale_after_from())
+    try:
+        _check_output(config)
+    except UserError:
+        lock.release()
+        raise
+    return lock
 
 
 def _flat_names(compiled) -> list[tuple[str, str, tuple]]:
@@ -267,6 +287,8 @@ class _Job:
     t_start: float = field(default_factory=time.perf_counter)
     timings: dict[str, float] = field(default_factory=dict)
     stop: _StopRequest = field(default_factory=_StopRequest)
+    lock: Any = None  # rank 0's hold on the output (output_lock.OutputLock)
+    writer: Any = None  # the open output, once there is one
 
     @property
     def rank(self) -> int:
@@ -323,12 +345,16 @@ def run(config: RunConfig, comm=None, echo=print, model=None, interrupt=False) -
 
     job = _Job(comm if comm is not None else MPI.COMM_WORLD.Clone(), config, echo)
     job.stop.install(interrupt)
-    if interrupt:
-        try:
-            return _run_phases(job, model)
-        finally:
+    try:
+        return _run_phases(job, model)
+    except AgreedError:
+        if job.writer is not None:  # every rank raised it at the same point: close together
+            job.writer.abandon()
+        raise
+    finally:
+        release_output(job)
+        if interrupt:
             job.stop.restore()
-    return _run_phases(job, model)
 
 
 def _run_phases(job: _Job, model) -> RunResult:
@@ -409,12 +435,22 @@ def bind_devices(job: _Job):
 
 
 def check_output_path(job: _Job) -> None:
-    """Rank 0 checks the output path (one view of the file system); every rank hears it."""
-    _on_every_rank(
+    """Rank 0 locks and checks the output path (one view of the file system); every rank hears
+    it. The lock is held until the run ends (:func:`release_output`)."""
+    job.lock = _on_every_rank(
         job.comm,
         "checking the output path",
-        lambda: _check_output(job.config) if job.rank == 0 else None,
+        lambda: _claim_output(job.config) if job.rank == 0 else None,
     )
+    if job.lock is not None and job.lock.broke:
+        job.say(f"note: {job.lock.broke}")
+
+
+def release_output(job: _Job) -> None:
+    """The run is over, however it ended: the next job may take the output."""
+    if job.lock is not None:
+        job.lock.release()
+        job.lock = None
 
 
 def settle_seed(job: _Job, original: RunConfig) -> Checkpoint | None:
@@ -581,6 +617,7 @@ def open_output(job: _Job, chains: _Chains, binding, node_data):
         shared_bytes=job.comm.allgather(node_data.shared_bytes if node_data else 0),
         job_end=job_end_time(job),
     )
+    check_disk_space(job, layout, io, chains)
     if config.overwrite:
         _on_every_rank(
             job.comm,
@@ -596,7 +633,31 @@ def open_output(job: _Job, chains: _Chains, binding, node_data):
     )  # fmt: skip
     if ckpt is not None:
         writer.mark_completed(np.full(chain_count, ckpt.draws_done, dtype=np.int64))
+    job.writer = writer
     return writer, io
+
+
+def check_disk_space(job: _Job, layout, io: str, chains: _Chains) -> None:
+    """Refuse, before anything is written, a run whose output and checkpoints would not fit on
+    their file system (every dataset is allocated up front, so its size is known)."""
+    import jax
+
+    from mpi_pymc import disk_space, storage
+    from mpi_pymc.checkpoint import checkpoint_path
+
+    config, out = job.config, str(job.config.out)
+    leaves = jax.tree_util.tree_leaves(chains.state)
+    local_bytes = sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize for leaf in leaves)
+    resume = chains.ckpt is not None
+    state_bytes = job.comm.allreduce(local_bytes)
+    output = storage.output_bytes(layout, io, job.size, resume=resume)
+    checkpoint = disk_space.checkpoint_bytes(state_bytes, len(leaves), resume=resume)
+    freed = [out, str(storage.shard_dir(out)), checkpoint_path(out)] if config.overwrite else []
+    _on_every_rank(
+        job.comm,
+        "checking free disk space",
+        lambda: disk_space.check(out, output, checkpoint, freed) if job.rank == 0 else None,
+    )
 
 
 def root_attrs(
@@ -689,7 +750,8 @@ def sample_in_chunks(
             values[("sample_stats", name)] = np.asarray(stats[name])
         _injected_fault(job.rank, sampled.draw)
         t_io = time.perf_counter()
-        writer.write_chunk(sampled.draw, values)
+        kept = sampled.draw
+        _agreed_write(job, "writing draws", partial(writer.write_chunk, sampled.draw, values), kept)
         sampled.draw += n
         saver.save(chains.state, config.tune + sampled.draw, sampled.draw)
         io_seconds += time.perf_counter() - t_io
@@ -703,7 +765,8 @@ def sample_in_chunks(
         if sampled.draw < config.draws:
             sampled.stopped_by = _AGREED_STOPS[max(g[2] for g in gathered)]
         t_io = time.perf_counter()
-        writer.mark_completed(sampled.draws_completed)
+        completed = partial(writer.mark_completed, sampled.draws_completed)
+        _agreed_write(job, "writing draws", completed, kept)
         io_seconds += time.perf_counter() - t_io
         progress.update("sampling", config.tune + sampled.draw, sampled.divergences)
         if (
@@ -724,6 +787,30 @@ def sample_in_chunks(
     if config.until_ess is not None:
         job.timings["until_ess_checks"] = goal_seconds
     return sampled
+
+
+def _agreed_write(job: _Job, phase: str, write: Callable[[], None], draws_kept: int) -> None:
+    """A write that may fail on some ranks (disk full, quota, I/O error), agreed at once: every
+    rank stops here with one line, before a checkpoint could claim the lost draws."""
+    _on_every_rank(
+        job.comm,
+        phase,
+        write,
+        catch=(OSError,),
+        reword=lambda exc: f"{exc}; {_what_is_kept(job.config, draws_kept)}",
+    )
+
+
+def _what_is_kept(config: RunConfig, draws_kept: int | None = None) -> str:
+    """After a failed write: what the user still has, and how to go on."""
+    from mpi_pymc.checkpoint import checkpoint_path
+
+    draws = "every flushed draw" if draws_kept is None else f"its first {draws_kept} draws"
+    return (
+        f"{config.out} keeps {draws} of every chain and "
+        f"{checkpoint_path(str(config.out))} the last good checkpoint: free space or fix the file "
+        "system, then continue with --resume"
+    )
 
 
 def finish(job: _Job, chains: _Chains, sampled: _Sampled, writer, io: str) -> RunResult:
@@ -850,6 +937,7 @@ class _CheckpointSaver:
 
         self.path = checkpoint_path(str(config.out))
         self.comm = comm
+        self.config = config
         self.meta = {
             "settings": config.settings_for_fingerprint(),
             "fingerprint": compiled.fingerprint,
@@ -868,6 +956,7 @@ class _CheckpointSaver:
         import jax
 
         from mpi_pymc.checkpoint import write_checkpoint
+        from mpi_pymc.storage import write_failure
 
         leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state)]
         gathered = self.comm.gather(leaves, root=0)
@@ -878,7 +967,8 @@ class _CheckpointSaver:
             try:
                 write_checkpoint(self.path, merged, meta)
             except OSError as exc:
-                error = exc
+                failure = write_failure(self.path, exc)
+                error = UserError(f"{failure}; {_what_is_kept(self.config)}")
         agree(self.comm, error, "writing the checkpoint")
 
 

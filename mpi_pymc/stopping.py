@@ -75,17 +75,27 @@ def slurm_end_time(environ=None) -> float | None:
     job = environ.get("SLURM_JOB_ID", "")
     if not job.isdigit():
         return None
+    answer = squeue(job, "%e")
+    if answer is None:
+        return None
+    try:  # Unknown / N/A / no squeue: only --max-time and signals apply
+        return time.mktime(time.strptime(answer.stdout.strip(), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+
+
+def squeue(job: str, field: str) -> subprocess.CompletedProcess | None:
+    """``squeue -h -j JOB -o FIELD`` (None: no squeue, or it hung)."""
     try:
-        answer = subprocess.run(
-            ["squeue", "-h", "-j", job, "-o", "%e"],
+        return subprocess.run(
+            ["squeue", "-h", "-j", job, "-o", field],
             capture_output=True,
             text=True,
             timeout=10,
             check=False,
-        ).stdout.strip()
-        return time.mktime(time.strptime(answer, "%Y-%m-%dT%H:%M:%S"))
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None  # Unknown / N/A / no squeue: only --max-time and signals apply
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 @dataclass

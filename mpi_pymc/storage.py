@@ -17,14 +17,19 @@ many leading draws of each chain are real.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from mpi_pymc.errors import os_error_cause
 
 DRAW_GROUPS = ("posterior", "sample_stats")
 SHARD_DIR_SUFFIX = ".parts"
@@ -97,6 +102,41 @@ def remove_output(path: str) -> None:
         os.remove(path)
     if shard_dir(path).is_dir():
         shutil.rmtree(shard_dir(path))
+
+
+# HDF5's own bytes around the data, bounded from above on this layout's files (tested against
+# real outputs): superblock and root attributes, each dataset's header and dimension-scale
+# references, each allocated chunk's entry in its dataset's chunk index.
+FILE_OVERHEAD = 64 * 1024
+DATASET_OVERHEAD = 4 * 1024
+CHUNK_OVERHEAD = 128
+VIRTUAL_MAPPING_OVERHEAD = 512  # one (shard, variable) block of a virtual dataset
+
+
+def output_bytes(layout: Layout, io: str, ranks: int, resume: bool = False) -> int:
+    """Disk bytes the output takes once every dataset is allocated (all are, before the first
+    draw). ``resume``: what a resumed run adds — a new shard segment, or nothing for mpio."""
+    if resume and io == "mpio":
+        return 0
+    chunks_per_chain = -(-layout.draws // layout.chunk_draws)
+    draw_vars = [v for variables in layout.draw_groups.values() for v in variables]
+    data = chunk_entries = 0
+    for var in draw_vars:
+        values = layout.chunk_draws * int(np.prod(var.shape, dtype=np.int64))
+        data += layout.chains * chunks_per_chain * values * np.dtype(var.dtype).itemsize
+        chunk_entries += layout.chains * chunks_per_chain
+    coords = sum(_coord_array(v).nbytes for v in layout.coords.values()) + 16 * layout.draws
+    static = sum(
+        np.asarray(value).nbytes + DATASET_OVERHEAD
+        for variables in layout.static_groups.values()
+        for value, _ in variables.values()
+    )
+    scales = len(layout.coords) + 2  # chain and draw
+    per_file = FILE_OVERHEAD + (len(draw_vars) + scales) * (DATASET_OVERHEAD) + coords
+    total = data + chunk_entries * CHUNK_OVERHEAD + static + per_file
+    if io == "shards":  # one shard per rank, and the main file mapping them
+        total += ranks * per_file + len(draw_vars) * ranks * VIRTUAL_MAPPING_OVERHEAD
+    return int(total)
 
 
 def _fill_value(dtype: np.dtype):
@@ -205,6 +245,24 @@ def write_attrs(obj, attrs: dict) -> None:
         obj.attrs[key] = _attr_value(value)
 
 
+def write_failure(path, exc: OSError) -> OSError:
+    """A failed write (disk full, quota, I/O error) as one line naming the file and the cause."""
+    return OSError(f"cannot write '{path}': {os_error_cause(exc)}")
+
+
+def _collectively(path, steps: list[Callable[[], None]]) -> None:
+    """Run collective HDF5 steps; a rank whose step fails still joins the remaining ones, so no
+    rank waits in a collective for it, and raises the first failure once they are done."""
+    failure = None
+    for step in steps:
+        try:
+            step()
+        except OSError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise write_failure(path, failure)
+
+
 class _Writer:
     """Common interface: ``write_chunk`` local chains, ``mark_completed`` for all chains."""
 
@@ -215,6 +273,15 @@ class _Writer:
         self.comm = comm
         self.layout = layout
         self.chain_group = chain_group
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abandon(self) -> None:
+        """After an agreed failure (every rank calls it): close quietly what still closes, so
+        no HDF5 object is left to fail noisily at exit; every flushed draw is on disk already."""
+        with contextlib.suppress(Exception):
+            self.close()
 
     def _datasets(self, f: h5py.File) -> dict[tuple[str, str], h5py.Dataset]:
         return {
@@ -270,16 +337,19 @@ class MpioWriter(_Writer):
 
     def write_chunk(self, draw_start: int, values: dict[tuple[str, str], np.ndarray]) -> None:
         lo, hi = self.chain_group.start, self.chain_group.stop
-        for key, dset in self._dsets.items():
-            block = values[key]
+
+        def write(dset: h5py.Dataset, block: np.ndarray) -> None:
             with dset.collective:
                 dset[lo:hi, draw_start : draw_start + block.shape[1]] = block
 
+        _collectively(self.path, [partial(write, d, values[k]) for k, d in self._dsets.items()])
+
     def mark_completed(self, draws_completed: np.ndarray) -> None:
-        self.file.flush()
-        # Attributes are metadata: every rank writes the same value (a collective operation).
-        self.file.attrs["draws_completed"] = np.asarray(draws_completed, dtype=np.int64)
-        self.file.flush()
+        def set_completed() -> None:
+            # Attributes are metadata: every rank writes the same value (a collective operation).
+            self.file.attrs["draws_completed"] = np.asarray(draws_completed, dtype=np.int64)
+
+        _collectively(self.path, [self.file.flush, set_completed, self.file.flush])
 
     def set_attrs(self, attrs: dict) -> None:
         write_attrs(self.file, attrs)
@@ -421,18 +491,27 @@ class ShardWriter(_Writer):
             raise OSError(f"rank 0 could not rewrite {self.path}: {error}")
 
     def write_chunk(self, draw_start: int, values: dict[tuple[str, str], np.ndarray]) -> None:
-        for key, dset in self._dsets.items():
-            block = values[key]
-            dset[:, draw_start : draw_start + block.shape[1]] = block
-        self.shard.flush()
+        try:
+            for key, dset in self._dsets.items():
+                block = values[key]
+                dset[:, draw_start : draw_start + block.shape[1]] = block
+            self.shard.flush()
+        except OSError as exc:
+            raise write_failure(self.shard.filename, exc) from None
 
     def mark_completed(self, draws_completed: np.ndarray) -> None:
         lo, hi = self.chain_group.start, self.chain_group.stop
-        self.shard.attrs["draws_completed"] = np.asarray(draws_completed[lo:hi], dtype=np.int64)
-        self.shard.flush()
+        try:
+            self.shard.attrs["draws_completed"] = np.asarray(draws_completed[lo:hi], np.int64)
+            self.shard.flush()
+        except OSError as exc:
+            raise write_failure(self.shard.filename, exc) from None
         if self.main is not None:
-            self.main.attrs["draws_completed"] = np.asarray(draws_completed, dtype=np.int64)
-            self.main.flush()
+            try:
+                self.main.attrs["draws_completed"] = np.asarray(draws_completed, dtype=np.int64)
+                self.main.flush()
+            except OSError as exc:
+                raise write_failure(self.path, exc) from None
 
     def set_attrs(self, attrs: dict) -> None:
         if self.main is not None:
@@ -440,9 +519,11 @@ class ShardWriter(_Writer):
             self.main.flush()
 
     def close(self) -> None:
-        self.shard.close()
-        if self.main is not None:
-            self.main.close()
+        try:
+            self.shard.close()
+        finally:
+            if self.main is not None:
+                self.main.close()
 
 
 def mpio_available() -> bool:

@@ -53,6 +53,25 @@ def run_ranks(
         pytest.fail(f"{' '.join(cmd)} hung for {timeout}s:\n{exc.stdout}\n{exc.stderr}")
 
 
+def start_until_checkpoint(
+    nranks: int, args: list[str], cwd: Path, out, after_draws: int, timeout: float = 180
+) -> subprocess.Popen:
+    """Start ``mpirun -n N python -m mpi_pymc ARGS`` and return it once its checkpoint holds
+    ``after_draws`` draws (fails the test if it ends or stalls before)."""
+    import time
+
+    cmd = [mpirun_or_skip(), "-n", str(nranks), sys.executable, "-m", "mpi_pymc", *args]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while checkpoint_draws(out) < after_draws:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"run ended or stalled before {after_draws} draws: {proc.communicate()}")
+        time.sleep(0.02)
+    return proc
+
+
 def error_lines(stderr: str) -> list[str]:
     """Lines mpi_pymc itself printed (launcher and library noise removed)."""
     return [line for line in stderr.splitlines() if line.startswith("mpi_pymc: error:")]

@@ -6,8 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -15,12 +13,10 @@ import numpy as np
 import pytest
 from helpers import (
     EIGHT_SCHOOLS,
-    checkpoint_draws,
-    env,
     error_lines,
-    mpirun_or_skip,
     rank_pids,
     run_ranks,
+    start_until_checkpoint,
     wait_ranks_gone,
 )
 
@@ -32,16 +28,8 @@ SETTINGS = ["--draws", "1000", "--tune", "100", "--chains", "4", "--seed", "5",
 
 def _interrupt(tmp: Path, out: Path, ranks: int, sig: int, after_draws: int = 100):
     """Start a run, send ``sig`` to ONE rank once some draws are flushed; return the process."""
-    cmd = [mpirun_or_skip(), "-n", str(ranks), sys.executable, "-m", "mpi_pymc", "run",
-           str(EIGHT_SCHOOLS), *SETTINGS, "--out", str(out)]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=tmp, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
-    deadline = time.monotonic() + 180
-    while checkpoint_draws(out) < after_draws:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"run ended or stalled before {after_draws} draws: {proc.communicate()}")
-        time.sleep(0.02)
+    args = ["run", str(EIGHT_SCHOOLS), *SETTINGS, "--out", str(out)]
+    proc = start_until_checkpoint(ranks, args, tmp, out, after_draws)
     pids = rank_pids(out)
     assert len(pids) == ranks, pids
     os.kill(pids[-1], sig)
