@@ -13,6 +13,8 @@ import os
 import socket
 import sys
 import traceback
+from collections.abc import Callable
+from typing import TypeVar, cast
 
 from mpi_pymc.config import UserError
 
@@ -42,6 +44,24 @@ def agree(comm, error: BaseException | None, phase: str) -> None:
         raise AgreedError(failed[0][1])
     ranks = ", ".join(str(rank) for rank, _ in failed)
     raise AgreedError(f"{phase} failed on rank(s) {ranks}: rank {failed[0][0]}: {failed[0][1]}")
+
+
+T = TypeVar("T")
+
+
+def on_every_rank(comm, phase: str, work: Callable[[], T], catch=(UserError,), reword=None) -> T:
+    """Run ``work`` on this rank, then agree: if it failed anywhere, every rank raises.
+
+    ``catch`` lists the exceptions that count as this phase's failures (anything else is a bug
+    and aborts the job); ``reword`` turns one into the user's message.
+    """
+    result, error = None, None
+    try:
+        result = work()
+    except catch as exc:
+        error = UserError(reword(exc)) if reword else exc
+    agree(comm, error, phase)
+    return cast(T, result)
 
 
 def rank_prefix(comm) -> str:
