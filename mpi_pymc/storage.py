@@ -179,8 +179,9 @@ def create_static_groups(f: h5py.File, layout: Layout) -> None:
         group = f.create_group(group_name)
         dims: dict[str, np.ndarray] = {}
         for value, var_dims in variables.values():
-            for dim in var_dims:
-                dims.setdefault(dim, layout.coords.get(dim, np.arange(value.shape[len(dims)])))
+            for axis, dim in enumerate(var_dims):
+                if dim not in dims:
+                    dims[dim] = layout.coords.get(dim, np.arange(np.shape(value)[axis]))
         _make_scales(group, dims)
         for name, (value, var_dims) in variables.items():
             data = np.asarray(value)
