@@ -144,10 +144,10 @@ def _command(args: argparse.Namespace, argv: list[str], comm) -> int:
         from mpi_pymc import postprocessing
 
         try:
-            config = postprocessing.config_from_args(args)
+            pass_config = postprocessing.config_from_args(args)
         except UserError as exc:  # parsed alike on every rank
             raise AgreedError(str(exc)) from None
-        postprocessing.postprocess(config, comm)
+        postprocessing.postprocess(pass_config, comm)
         return EXIT_OK
     if args.command == "summary" and comm.Get_rank() == 0:
         from mpi_pymc.report import print_summary

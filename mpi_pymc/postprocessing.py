@@ -300,7 +300,8 @@ def _predictive_graph(model, names: list[str]):
     outputs = clone_replace(
         [model[name] for name in names], replace=dict(zip(model.free_RVs, free_inputs, strict=True))
     )
-    replace, rngs = {}, []
+    replace: dict[Any, Any] = {}
+    rngs: list = []
     for var in graph_inputs(outputs):
         if isinstance(var, SharedVariable) and isinstance(var.type, RandomType):
             rngs.append(var.type())
@@ -321,7 +322,7 @@ def build_pointwise(model, compiled, config: PostprocessConfig, precision: str) 
     jax.config.update("jax_enable_x64", precision == "float64")
     float_dtype = np.dtype(precision)
     names = _observed_names(model, config.var_names)
-    graphs = []  # (group, inputs, random generators, outputs)
+    graphs: list[tuple[str, list, list, list]] = []  # (group, inputs, generators, outputs)
     if config.log_likelihood:
         value_vars, log_likelihoods = _log_likelihood_graph(model, names)
         graphs.append((LOG_LIKELIHOOD, value_vars, [], log_likelihoods))

@@ -256,3 +256,14 @@ def test_too_little_disk_space_exits_2_and_writes_nothing(eight_schools, tmp_pat
         assert sorted(str(p) for p in mount.rglob("*")) == listing
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_the_python_api_adds_the_groups_in_this_process(eight_schools, tmp_path):
+    import mpi_pymc
+
+    out = _copy(eight_schools, tmp_path / "api")
+    result = mpi_pymc.postprocess(str(out), _load_model(EIGHT_SCHOOLS), var_names=["y"])
+    assert result["log_likelihood"]["y"].shape == (3, 60, 8)
+    _assert_log_likelihood_is_pymcs(out, EIGHT_SCHOOLS)
+    with pytest.raises(mpi_pymc.UserError, match="--overwrite-groups"):
+        mpi_pymc.postprocess(str(out), _load_model(EIGHT_SCHOOLS))
