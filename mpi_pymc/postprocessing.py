@@ -10,6 +10,8 @@ computed in a program of the same shape whatever the rank count: the groups are 
 on 1, 2 or 4 ranks. Posterior-predictive draw ``d`` of chain ``c`` uses the key
 ``fold_in(seeding.predictive_key(root_seed, c), d)``.
 
+``jobscript`` builds the CLI on login nodes without NumPy: NumPy and the rest load lazily.
+
 The groups are written by the file's own writer (see ``storage.open_group_writer``); a group
 is marked complete only after every rank has written, so a killed pass can be repeated.
 """
@@ -22,12 +24,13 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from mpi_pymc.config import UserError, parse_model_spec
 from mpi_pymc.errors import AgreedError, on_every_rank
+
+if TYPE_CHECKING:
+    import numpy as np
 
 LOG_LIKELIHOOD = "log_likelihood"
 POSTERIOR_PREDICTIVE = "posterior_predictive"
@@ -198,6 +201,7 @@ class RunFacts:
 
 def read_run_facts(path: str) -> RunFacts:
     import h5py
+    import numpy as np
 
     from mpi_pymc import storage
 
@@ -315,6 +319,7 @@ def build_pointwise(model, compiled, config: PostprocessConfig, precision: str) 
     """JAX program of one draw for the requested groups and observed variables."""
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     from mpi_pymc.compile import data_inputs, data_values, jaxify
     from mpi_pymc.storage import Variable
@@ -412,6 +417,8 @@ class Plan:
 
 def make_plan(config: PostprocessConfig, facts: RunFacts, pointwise: Pointwise) -> Plan:
     """Blocks sized to the memory budget; the sizes are the same on every rank count."""
+    import numpy as np
+
     kept = np.arange(0, facts.draws, config.thin)
     per_draw = [_nbytes(var) for _, var in pointwise.outputs]
     block = config.block_draws or max(
@@ -427,6 +434,8 @@ def make_plan(config: PostprocessConfig, facts: RunFacts, pointwise: Pointwise) 
 
 
 def _nbytes(var) -> int:
+    import numpy as np
+
     return int(np.prod(var.shape, dtype=np.int64)) * np.dtype(var.dtype).itemsize
 
 
@@ -467,6 +476,7 @@ def compute_chain(writer, pointwise: Pointwise, program, plan: Plan, chain: int,
     """Every block of one chain: read its posterior draws, evaluate, write."""
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     from mpi_pymc.seeding import predictive_key
 
@@ -492,6 +502,8 @@ def compute_chain(writer, pointwise: Pointwise, program, plan: Plan, chain: int,
 
 
 def _pad(values: np.ndarray, pad: int) -> np.ndarray:
+    import numpy as np
+
     if pad == 0:
         return values
     return np.concatenate([values, np.repeat(values[-1:], pad, axis=0)])
