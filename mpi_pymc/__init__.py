@@ -6,7 +6,13 @@ Importing it is cheap: PyMC, JAX and MPI load only when a run starts.
 
 __version__ = "0.1.0"
 
-from mpi_pymc.api import RankFailure, RunInterrupted, open_result, sample  # noqa: E402
+from mpi_pymc.api import (  # noqa: E402
+    RankFailure,
+    RunInterrupted,
+    open_result,
+    postprocess,
+    sample,
+)
 from mpi_pymc.config import UserError  # noqa: E402
 from mpi_pymc.submit import SlurmJob, submit  # noqa: E402
 
@@ -17,6 +23,7 @@ __all__ = [
     "UserError",
     "__version__",
     "open_result",
+    "postprocess",
     "sample",
     "submit",
 ]

@@ -265,26 +265,76 @@ def _sample_here(config: RunConfig, model, comm):
         config = config.replace(out=comm.bcast(chosen, root=0))
     if comm.Get_rank() != 0:
         config = config.replace(progress=False)
-    try:
-        result = run(config, comm, model=model, interrupt=True)
-    except UserError as exc:
-        from mpi_pymc.errors import AgreedError, abort
-
-        if isinstance(exc, AgreedError) or comm.Get_size() == 1:
-            raise
-        abort(comm, exc)  # known to this rank only: the others may wait in a collective
-        raise
-    except Exception as exc:
-        if comm.Get_size() == 1:
-            raise
-        from mpi_pymc.errors import abort
-
-        abort(comm, exc)
-        raise
+    result = _as_one_rank(comm, lambda: run(config, comm, model=model, interrupt=True))
     if result.stopped_by == "signal":
         raise RunInterrupted(_interrupted_message(result.out))
     comm.Barrier()
     return open_result(result.out)
+
+
+def _as_one_rank(comm, work):
+    """``work()`` on this rank of the job: agreed failures and a lone process's raise here;
+    anything this rank alone knows ends every rank (the others may wait in a collective)."""
+    from mpi_pymc.errors import AgreedError, abort
+
+    try:
+        return work()
+    except UserError as exc:
+        if isinstance(exc, AgreedError) or comm.Get_size() == 1:
+            raise
+        abort(comm, exc)
+        raise
+    except Exception as exc:
+        if comm.Get_size() == 1:
+            raise
+        abort(comm, exc)
+        raise
+
+
+def postprocess(
+    path: str,
+    model=None,
+    log_likelihood: bool = True,
+    posterior_predictive: bool = False,
+    var_names: list[str] | None = None,
+    thin: int = 1,
+    *,
+    precision: str | None = None,
+    memory_budget: str = "1G",
+    block_draws: int | None = None,
+    overwrite_groups: bool = False,
+    comm=None,
+):
+    """Add ``log_likelihood`` / ``posterior_predictive`` groups to the finished run ``path``
+    and return its ArviZ object, like :func:`sample`.
+
+    The same pass as ``python -m mpi_pymc postprocess`` (options with the same names): called
+    on every rank of an MPI job (``comm``, default ``COMM_WORLD``) each rank computes its own
+    chains; in a plain process it is one rank. ``model``: the sampled ``pm.Model``, its file
+    ``"model.py[:NAME]"``, or None for the enclosing ``with model:`` block.
+    """
+    from mpi4py import MPI
+
+    from mpi_pymc import postprocessing
+
+    model, model_path, model_name = _resolve_model(model)
+    config = postprocessing.PostprocessConfig(
+        out=os.fspath(path),
+        model_path=model_path,
+        model_name=model_name,
+        log_likelihood=log_likelihood,
+        posterior_predictive=posterior_predictive,
+        var_names=tuple(var_names or ()),
+        thin=thin,
+        precision=precision,
+        block_draws=block_draws,
+        memory_budget=postprocessing.parse_size(memory_budget),
+        overwrite_groups=overwrite_groups,
+    )
+    comm = comm if comm is not None else MPI.COMM_WORLD
+    _as_one_rank(comm, lambda: postprocessing.postprocess(config, comm, model=model))
+    comm.Barrier()
+    return open_result(config.out)
 
 
 def _interrupted_message(out: str) -> str:

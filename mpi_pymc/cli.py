@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summary.add_argument("path", metavar="OUT.h5")
 
-    from mpi_pymc import bench
+    from mpi_pymc import bench, postprocessing
 
+    postprocessing.add_parser(commands)
     bench.add_parser(commands)
     jobscript.add_parser(commands)
     return parser
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace, argv: list[str], comm) -> int:
-    """``run`` or ``summary`` on this rank; failures are left to :func:`exit_code_of`."""
+    """``run``, ``postprocess`` or ``summary`` on this rank; failures are left to
+    :func:`exit_code_of`."""
     if args.command == "run":
         from mpi_pymc.run import run
 
@@ -138,6 +140,15 @@ def _command(args: argparse.Namespace, argv: list[str], comm) -> int:
         except UserError as exc:  # parsed alike on every rank
             raise AgreedError(str(exc)) from None
         return EXIT_CHECKPOINTED if run(config, comm).resumable else EXIT_OK
+    if args.command == "postprocess":
+        from mpi_pymc import postprocessing
+
+        try:
+            pass_config = postprocessing.config_from_args(args)
+        except UserError as exc:  # parsed alike on every rank
+            raise AgreedError(str(exc)) from None
+        postprocessing.postprocess(pass_config, comm)
+        return EXIT_OK
     if args.command == "summary" and comm.Get_rank() == 0:
         from mpi_pymc.report import print_summary
 

@@ -62,7 +62,7 @@ def _unravel(flat, shapes: list[tuple[int, ...]]) -> list:
     return out
 
 
-def _data_inputs(outputs) -> list:
+def data_inputs(outputs) -> list:
     """Shared variables and large constants feeding ``outputs``: the model's data."""
     from pytensor.compile import SharedVariable
     from pytensor.graph.traversal import graph_inputs
@@ -84,7 +84,18 @@ def _value_of(var) -> np.ndarray:
     return np.asarray(var.get_value(borrow=True) if hasattr(var, "get_value") else var.data)
 
 
-def _jaxify(value_vars, outputs, data_vars):
+def data_values(data_vars, float_dtype) -> list[np.ndarray]:
+    """The arrays to pass for ``data_vars``: floating data in the run's precision."""
+    values = []
+    for var in data_vars:
+        value = _value_of(var)
+        if np.issubdtype(value.dtype, np.floating):
+            value = value.astype(float_dtype)
+        values.append(value)
+    return values
+
+
+def jaxify(value_vars, outputs, data_vars):
     """JAX function ``f(*values, *data) -> list`` of ``outputs``, data as arguments."""
     import pymc.sampling.jax  # noqa: F401  (registers JAX translations PyMC adds)
     from pytensor.compile import mode
@@ -142,16 +153,9 @@ def compile_model(model, precision: str = "float64") -> CompiledModel:
     posterior_outputs = list(
         get_default_varnames(model.unobserved_value_vars, include_transformed=False)
     )
-    data_vars = _data_inputs([logp, *posterior_outputs])
-    data_values = []
-    for var in data_vars:
-        value = _value_of(var)
-        if np.issubdtype(value.dtype, np.floating):
-            value = value.astype(float_dtype)
-        data_values.append(value)
-
-    logp_fn = _jaxify(value_vars, [logp], data_vars)
-    constrain_fn = _jaxify(value_vars, posterior_outputs, data_vars)
+    data_vars = data_inputs([logp, *posterior_outputs])
+    logp_fn = jaxify(value_vars, [logp], data_vars)
+    constrain_fn = jaxify(value_vars, posterior_outputs, data_vars)
 
     initial_point = model.initial_point()
     value_names = [v.name for v in value_vars]
@@ -169,7 +173,7 @@ def compile_model(model, precision: str = "float64") -> CompiledModel:
     compiled = CompiledModel(
         logdensity=logdensity,
         constrain=constrain,
-        data=tuple(jnp.asarray(v) for v in data_values),
+        data=tuple(jnp.asarray(v) for v in data_values(data_vars, float_dtype)),
         value_names=value_names,
         value_shapes=value_shapes,
         dimension=int(initial_flat.size),

@@ -14,6 +14,8 @@ import re
 import socket
 import sys
 import traceback
+from collections.abc import Callable
+from typing import TypeVar, cast
 
 from mpi_pymc.config import UserError
 
@@ -54,6 +56,24 @@ def os_error_cause(exc: OSError) -> str:
     if buried:
         return buried.group(1)
     return str(exc).split(" (")[0] or type(exc).__name__
+
+
+T = TypeVar("T")
+
+
+def on_every_rank(comm, phase: str, work: Callable[[], T], catch=(UserError,), reword=None) -> T:
+    """Run ``work`` on this rank, then agree: if it failed anywhere, every rank raises.
+
+    ``catch`` lists the exceptions that count as this phase's failures (anything else is a bug
+    and aborts the job); ``reword`` turns one into the user's message.
+    """
+    result, error = None, None
+    try:
+        result = work()
+    except catch as exc:
+        error = UserError(reword(exc)) if reword else exc
+    agree(comm, error, phase)
+    return cast(T, result)
 
 
 def rank_prefix(comm) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from mpi_pymc import __version__
 from mpi_pymc.checkpoint import Checkpoint
 from mpi_pymc.config import RunConfig, UserError, resolve_chain_method, validate
 from mpi_pymc.errors import AgreedError, agree
+from mpi_pymc.errors import on_every_rank as _on_every_rank
 from mpi_pymc.progress import Progress
 from mpi_pymc.stopping import (
     RESUMABLE_STOPS,
@@ -225,24 +226,6 @@ def _agreed_stop(comm, stop: _StopRequest, deadline: Deadline) -> str | None:
     from mpi4py import MPI
 
     return _AGREED_STOPS[comm.allreduce(_local_stop(stop, deadline), op=MPI.MAX)]
-
-
-T = TypeVar("T")
-
-
-def _on_every_rank(comm, phase: str, work: Callable[[], T], catch=(UserError,), reword=None) -> T:
-    """Run ``work`` on this rank, then agree: if it failed anywhere, every rank raises.
-
-    ``catch`` lists the exceptions that count as this phase's failures (anything else is a bug
-    and aborts the job); ``reword`` turns one into the user's message.
-    """
-    result, error = None, None
-    try:
-        result = work()
-    except catch as exc:
-        error = UserError(reword(exc)) if reword else exc
-    agree(comm, error, phase)
-    return cast(T, result)
 
 
 def _resolve_resume(config: RunConfig, original: RunConfig, comm) -> tuple[RunConfig, Checkpoint]:

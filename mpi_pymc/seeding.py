@@ -3,7 +3,8 @@
 Chain ``c`` of a run with root seed ``s`` is seeded by ``SeedSequence(s).spawn(C)[c]``, which
 equals ``SeedSequence(s, spawn_key=(c,))`` — a function of ``(s, c)`` alone, so a chain's draws do
 not depend on how many ranks share the work. Its two independent streams (sampler key and
-initial-point jitter) are that sequence's first two children.
+initial-point jitter) are that sequence's first two children; the third seeds the chain's
+posterior-predictive draws (``postprocess``), so they too depend on the chain alone.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 _SAMPLER_STREAM = 0
 _JITTER_STREAM = 1
+_PREDICTIVE_STREAM = 2
 
 
 def chain_group(chains: int, ranks: int, rank: int) -> range:
@@ -44,6 +46,13 @@ def sampler_key(root_seed: int, chain: int) -> np.ndarray:
 
 def sampler_keys(root_seed: int, chains: range | list[int]) -> np.ndarray:
     return np.stack([sampler_key(root_seed, c) for c in chains])
+
+
+def predictive_key(root_seed: int, chain: int) -> np.ndarray:
+    """Raw ``uint32[2]`` JAX PRNG key of the chain's posterior-predictive draws; draw ``d``
+    folds ``d`` (its index in the posterior) into it."""
+    child = np.random.SeedSequence(root_seed, spawn_key=(chain, _PREDICTIVE_STREAM))
+    return child.generate_state(2, dtype=np.uint32)
 
 
 def jitter_rng(root_seed: int, chain: int) -> np.random.Generator:
