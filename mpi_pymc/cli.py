@@ -133,13 +133,15 @@ def _command(args: argparse.Namespace, argv: list[str], comm) -> int:
     """``run``, ``postprocess`` or ``summary`` on this rank; failures are left to
     :func:`exit_code_of`."""
     if args.command == "run":
-        from mpi_pymc.run import run
+        from mpi_pymc.run import ignore_stop_signals, run
 
         try:
             config = config_from_args(args, argv)
         except UserError as exc:  # parsed alike on every rank
             raise AgreedError(str(exc)) from None
-        return EXIT_CHECKPOINTED if run(config, comm).resumable else EXIT_OK
+        result = run(config, comm)
+        ignore_stop_signals()  # this process only exits now: a late walltime signal is moot
+        return EXIT_CHECKPOINTED if result.resumable else EXIT_OK
     if args.command == "postprocess":
         from mpi_pymc import postprocessing
 

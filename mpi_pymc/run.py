@@ -205,6 +205,18 @@ class _StopRequest:
             signal.signal(number, handler)
         self.previous.clear()
 
+    @classmethod
+    def ignore_from_now(cls) -> None:
+        """For a process that only exits after its run: a walltime signal arriving during
+        teardown must not kill a finished rank, since exit 138 marks a complete job FAILED and
+        hides the exit code 3 a requeue relies on. Python's finalisation resets the handlers it
+        installed to the default (death) but leaves an ignored signal ignored. Children inherit
+        ignored signals, so only a process about to exit may call this."""
+        import signal
+
+        for name in cls.SIGNALS:
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
     def _handle(self, number, frame) -> None:
         import signal
 
@@ -212,6 +224,9 @@ class _StopRequest:
         if name == "SIGINT" and self.received:
             raise KeyboardInterrupt
         self.received = name
+
+
+ignore_stop_signals = _StopRequest.ignore_from_now
 
 
 def _local_stop(stop: _StopRequest, deadline: Deadline) -> int:
@@ -381,8 +396,6 @@ def _run_phases(job: _Job, model) -> RunResult:
         node_data.free()  # nothing reads the model's data any more
     if not result.resumable:
         saver.remove()
-    # The handlers stay installed: a walltime signal arriving during teardown must not kill a
-    # finished rank (exit 138 would mark a complete job FAILED).
     return result
 
 

@@ -9,6 +9,7 @@ from mpi_pymc.config import RunConfig, UserError, validate
 from mpi_pymc.errors import AgreedError
 from mpi_pymc.run import (
     _check_output,
+    _check_output_directory,
     fingerprint_disagreement,
     guard_launcher,
     resume_line,
@@ -51,8 +52,9 @@ def test_output_checks(tmp_path):
     _check_output(config.replace(overwrite=True))
     with pytest.raises(UserError, match="--resume given but"):
         _check_output(config.replace(out=str(tmp_path / "none.h5"), resume=True))
+    _check_output_directory(config)
     with pytest.raises(UserError, match="does not exist: create it first"):
-        _check_output(config.replace(out=str(tmp_path / "no" / "fit.h5")))
+        _check_output_directory(config.replace(out=str(tmp_path / "no" / "fit.h5")))
     assert out.read_bytes() == b"precious"
 
 
@@ -93,3 +95,23 @@ def test_resume_line_says_how_far_and_how_to_continue():
     line = resume_line(config, STOP_MAX_TIME, 0, 250)
     assert line.startswith("stopped by --max-time after 0 of 1000 draws (warmup 250/500)")
     assert line.endswith("plus --resume (output o.h5)")
+
+
+def test_a_finished_cli_process_survives_a_late_walltime_signal():
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal, time\n"
+        "from mpi_pymc.run import _StopRequest, ignore_stop_signals\n"
+        "_StopRequest().install()\n"  # as a run leaves them: handlers that only set a flag
+        "ignore_stop_signals()\n"  # what the CLI does once its run has returned
+        "for sig in (signal.SIGUSR1, signal.SIGTERM):\n"
+        "    os.kill(os.getpid(), sig)\n"
+        "time.sleep(0.2)\n"
+        "print('alive')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert (proc.returncode, proc.stdout.strip()) == (0, "alive"), proc.stderr
