@@ -1,7 +1,7 @@
 """Cost of one NUTS leapfrog against one gradient, for the project's NUTS, numpyro's and blackjax's.
 
     python benchmarks/nuts_profile.py examples/logistic_regression.py [--chains 1]
-        [--transitions 200] [--precision float64] [--json out.json]
+        [--transitions 200] [--precision float64] [--graph ours|pytensor] [--json out.json]
 
 Every kernel runs the same transitions setting: the step size and diagonal mass matrix a short
 warmup of the project's NUTS adapted, ``max_tree_depth`` 10, from the same start. One jitted
@@ -34,6 +34,13 @@ def _parse(argv):
     parser.add_argument("--tune", type=int, default=300)
     parser.add_argument("--precision", default="float64", choices=("float64", "float32"))
     parser.add_argument("--kernels", default="gradient,nuts,numpyro,blackjax")
+    parser.add_argument(
+        "--graph",
+        default="ours",
+        choices=("ours", "pytensor"),
+        help="the log-density with mpi_pymc's graph rewrites (ours) or PyTensor's JAX program "
+        "as the numpyro path compiles it (pytensor)",
+    )
     parser.add_argument("--json")
     return parser.parse_args(argv)
 
@@ -61,7 +68,7 @@ def main(argv=None) -> dict:
     from mpi_pymc.samplers.nuts import Nuts, transition
 
     model = load_model(args.model)
-    compiled = compile_model(model, args.precision)
+    compiled = compile_model(model, args.precision, rewrites=args.graph == "ours")
     data = compiled.data
     logdensity = compiled.logdensity
     x0 = jnp.asarray(compiled.initial_flat)
@@ -140,6 +147,7 @@ def main(argv=None) -> dict:
         "chains": args.chains,
         "transitions": n,
         "precision": args.precision,
+        "graph": args.graph,
         "device": str(jax.devices()[0]),
         "step_size": float(step_size),
         "jax": jax.__version__,

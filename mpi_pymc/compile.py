@@ -1,7 +1,8 @@
 """PyMC model -> JAX: flat unconstrained log-density, constrained transform, fingerprint.
 
 The log-density is PyMC's own graph, rewritten and translated by PyTensor's JAX backend (the
-path ``pm.sample(nuts_sampler="numpyro")`` uses). Unlike that path, data arrays (``pm.Data`` and
+path ``pm.sample(nuts_sampler="numpyro")`` uses), with two rewrites of our own that cut the
+transcendental functions per observation (``graph_rewrites``). Unlike that path, data arrays (``pm.Data`` and
 large observed/constant arrays) enter the JAX functions as *arguments*, not baked-in constants:
 compile time and the lowered program stay small whatever N is, and a fingerprint hashes the
 data separately.
@@ -16,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from mpi_pymc.graph_rewrites import optimize_for_jax
 
 # Smaller constants stay in the graph: they are parameters of the model, not data.
 DATA_MIN_ELEMENTS = 256
@@ -95,10 +98,12 @@ def data_values(data_vars, float_dtype) -> list[np.ndarray]:
     return values
 
 
-def jaxify(value_vars, outputs, data_vars):
-    """JAX function ``f(*values, *data) -> list`` of ``outputs``, data as arguments."""
+def jaxify(value_vars, outputs, data_vars, rewrites: bool = True):
+    """JAX function ``f(*values, *data) -> list`` of ``outputs``, data as arguments.
+
+    ``rewrites=False`` leaves out ours (``graph_rewrites``): PyTensor's JAX program as the
+    numpyro path compiles it, for benchmarks that measure what the rewrites gain."""
     import pymc.sampling.jax  # noqa: F401  (registers JAX translations PyMC adds)
-    from pytensor.compile import mode
     from pytensor.graph.fg import FunctionGraph
     from pytensor.graph.replace import clone_replace
     from pytensor.link.jax.dispatch import jax_funcify
@@ -108,7 +113,12 @@ def jaxify(value_vars, outputs, data_vars):
         ph.name = f"data_{var.name or 'constant'}"
     replaced = clone_replace(outputs, replace=dict(zip(data_vars, placeholders, strict=True)))
     fgraph = FunctionGraph(inputs=[*value_vars, *placeholders], outputs=replaced, clone=True)
-    mode.JAX.optimizer.rewrite(fgraph)
+    if rewrites:
+        optimize_for_jax(fgraph)
+    else:
+        from pytensor.compile import mode
+
+        mode.JAX.optimizer.rewrite(fgraph)
     return jax_funcify(fgraph)
 
 
@@ -128,8 +138,9 @@ def _group_data(model, variables, dims_names) -> dict:
     return out
 
 
-def compile_model(model, precision: str = "float64") -> CompiledModel:
-    """Translate ``model`` to JAX. JAX must already be configured for ``precision``."""
+def compile_model(model, precision: str = "float64", rewrites: bool = True) -> CompiledModel:
+    """Translate ``model`` to JAX. JAX must already be configured for ``precision``.
+    ``rewrites``: see :func:`jaxify`."""
     import jax
     import jax.numpy as jnp
     import pymc.sampling.jax  # noqa: F401  (its import switches x64 on: set precision after)
@@ -154,8 +165,8 @@ def compile_model(model, precision: str = "float64") -> CompiledModel:
         get_default_varnames(model.unobserved_value_vars, include_transformed=False)
     )
     data_vars = data_inputs([logp, *posterior_outputs])
-    logp_fn = jaxify(value_vars, [logp], data_vars)
-    constrain_fn = jaxify(value_vars, posterior_outputs, data_vars)
+    logp_fn = jaxify(value_vars, [logp], data_vars, rewrites)
+    constrain_fn = jaxify(value_vars, posterior_outputs, data_vars, rewrites)
 
     initial_point = model.initial_point()
     value_names = [v.name for v in value_vars]
