@@ -235,8 +235,14 @@ def _names_a_rank(variable: str) -> bool:
 
 
 def default_out(model, runs_dir: str = DEFAULT_RUNS_DIR, now: float | None = None) -> str:
-    """A new output path for a call without ``out``: ``RUNS_DIR/NAME-YYYYmmdd-HHMMSS[-k].h5``."""
-    name = (getattr(model, "name", "") or "model").replace(os.sep, "_")
+    """A new output path for a call without ``out``: ``RUNS_DIR/NAME-YYYYmmdd-HHMMSS[-k].h5``.
+
+    NAME is the model's name, or for a model file ``"path/fit.py[:NAME]"`` the file's stem."""
+    if isinstance(model, str | os.PathLike):
+        name = Path(str(model).split(":", 1)[0]).stem
+    else:
+        name = getattr(model, "name", "")
+    name = (name or "model").replace(os.sep, "_")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     os.makedirs(runs_dir, exist_ok=True)
     candidate, k = os.path.join(runs_dir, f"{name}-{stamp}.h5"), 1
@@ -252,6 +258,7 @@ def _sample_here(config: RunConfig, model, comm):
 
     from mpi_pymc.errors import agree
     from mpi_pymc.run import run
+    from mpi_pymc.stopping import STOP_SIGNAL
 
     comm = comm if comm is not None else MPI.COMM_WORLD
     if config.out is None:
@@ -266,7 +273,7 @@ def _sample_here(config: RunConfig, model, comm):
     if comm.Get_rank() != 0:
         config = config.replace(progress=False)
     result = _as_one_rank(comm, lambda: run(config, comm, model=model, interrupt=True))
-    if result.stopped_by == "signal":
+    if result.stopped_by == STOP_SIGNAL:
         raise RunInterrupted(_interrupted_message(result.out))
     comm.Barrier()
     return open_result(result.out)
@@ -279,15 +286,9 @@ def _as_one_rank(comm, work):
 
     try:
         return work()
-    except UserError as exc:
-        if isinstance(exc, AgreedError) or comm.Get_size() == 1:
-            raise
-        abort(comm, exc)
-        raise
     except Exception as exc:
-        if comm.Get_size() == 1:
-            raise
-        abort(comm, exc)
+        if not isinstance(exc, AgreedError) and comm.Get_size() > 1:
+            abort(comm, exc)
         raise
 
 

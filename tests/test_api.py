@@ -215,6 +215,12 @@ def test_default_out_never_reuses_a_file(tmp_path):
     assert Path(second).parent == tmp_path and not Path(second).exists()
 
 
+def test_default_out_names_a_model_file_by_its_stem(tmp_path):
+    path = default_out("models/fit_hier.py:build", str(tmp_path), now=0)
+    assert Path(path).name.startswith("fit_hier-")
+    assert Path(default_out(Path("a/b.py"), str(tmp_path), now=0)).name.startswith("b-")
+
+
 def test_launch_command_picks_srun_inside_an_allocation(monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     assert launch_command(3, ["run", "m.pkl"])[1:3] == ["-n", "3"]
