@@ -21,6 +21,8 @@
 #   8. mpi_pymc NUTS (the default, vectorized on a GPU), 4 chains float64, TUNE+DRAWS
 #   8b. nuts_profile: benchmarks/nuts_profile.py, cost per lockstep leapfrog of the project's
 #      NUTS, numpyro's and blackjax's against one gradient, 1 chain float64 and 64 chains float32
+#   8b'. nuts_profile_pytensor: the same two profiles over PyTensor's JAX program, without
+#      mpi_pymc's graph rewrites (before/after of mpi_pymc/graph_rewrites.py)
 #   8c. nuts_many: mpi_pymc's default NUTS, 64 chains float32, 500+500
 #   8d. answer_nuts / answer_hmc: time to answer, --until-ess GOAL (10,000; SMOKE 1,000) with
 #      64 float32 chains, --draws 2000 as the cap, goal checked every 50 draws, cold JAX cache:
@@ -61,7 +63,7 @@ fi
 DEADLINE=$((SECONDS + BUDGET))
 
 # want KEY: is step KEY among STEPS ("all", or some of: facts reference hmc4 hmc_many hmc_most
-# hmc_long hmc_alone nuts4 nuts_profile nuts_many answer_nuts answer_hmc)?
+# hmc_long hmc_alone nuts4 nuts_profile nuts_profile_pytensor nuts_many answer_nuts answer_hmc)?
 want() {
     [ "$STEPS" = all ] || [[ " $STEPS " == *" $1 "* ]]
 }
@@ -162,6 +164,13 @@ main() {
     want nuts_profile && step "NUTS per leapfrog, $MANY chains f32" 90 $PYTHON "${profile[@]}" \
         --chains $MANY --precision float32 --transitions $PROFILE_TRANSITIONS \
         --json "$OUT/nuts_profile_${MANY}ch_f32.json"
+    # The same with PyTensor's own JAX program (no graph rewrites of ours): before and after.
+    want nuts_profile_pytensor && step "NUTS per leapfrog, 1 chain f64, PyTensor's graph" 90 \
+        $PYTHON "${profile[@]}" --graph pytensor --kernels gradient,nuts --chains 1 --transitions $PROFILE_TRANSITIONS \
+        --json "$OUT/nuts_profile_1ch_f64_pytensor.json"
+    want nuts_profile_pytensor && step "NUTS per leapfrog, $MANY chains f32, PyTensor's graph" 90 \
+        $PYTHON "${profile[@]}" --graph pytensor --kernels gradient,nuts --chains $MANY --precision float32 \
+        --transitions $PROFILE_TRANSITIONS --json "$OUT/nuts_profile_${MANY}ch_f32_pytensor.json"
     want nuts_many && step "mpi_pymc NUTS f32 $MANY chains" 100 $PYTHON benchmarks/gpu_check.py mpi \
         "${g[@]}" --name "nuts-f32-${MANY}ch" --chains $MANY --precision float32 \
         --tune $SMALL_TUNE --draws $SMALL_DRAWS
