@@ -184,3 +184,27 @@ def test_warmup_ends_early_once_the_metric_stops_changing():
     batch = jax.tree_util.tree_map(lambda x: x[None], state)
     # 100 steps asked for, 50 left before tune: the counter stops at tune exactly.
     assert sampler.iterations(sampler.warmup(batch, 100)).tolist() == [1000]
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_one_threefry_call_gives_independent_normals_uniforms_and_keys(precision):
+    """``draw_randoms``: the transition's random numbers from one call on its key."""
+    from scipy import stats
+
+    from mpi_pymc.samplers.nuts import draw_randoms
+
+    dtype = jnp.float64 if precision == "float64" else jnp.float32
+    keys = jax.random.split(jax.random.PRNGKey(3), 2000)
+    drawn = jax.vmap(lambda k: draw_randoms(k, 20, 6, dtype, search=True))(keys)
+    momentum, search = np.asarray(drawn.momentum).ravel(), np.asarray(drawn.search).ravel()
+    uniforms = np.exp(np.asarray(drawn.log_u_leaf).ravel())
+    assert momentum.dtype == np.dtype(precision) and uniforms.dtype == np.dtype(precision)
+    # 40,000 draws each: a wrong transform fails these by many orders of magnitude.
+    assert stats.kstest(momentum, "norm").pvalue > 1e-4
+    assert stats.kstest(search, "norm").pvalue > 1e-4
+    assert stats.kstest(uniforms, "uniform").pvalue > 1e-4
+    assert 0.0 < uniforms.min() and uniforms.max() < 1.0
+    assert abs(np.corrcoef(momentum, search)[0, 1]) < 4 / np.sqrt(momentum.size)
+    assert abs(np.asarray(drawn.forward).mean() - 0.5) < 4 * 0.5 / np.sqrt(drawn.forward.size)
+    next_keys = {tuple(k) for k in np.asarray(drawn.next_key)}
+    assert len(next_keys) == len(keys) and not next_keys & {tuple(k) for k in np.asarray(keys)}

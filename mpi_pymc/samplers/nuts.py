@@ -17,8 +17,9 @@ value, not the bookkeeping, is what a leapfrog pays for. The structure:
 - the U-turn checks of every sub-subtree that ends at a leaf are one masked ``(depth, D)``
   product against checkpoints stored at the even leaves (the same checkpoint scheme as numpyro's
   iterative NUTS), not a loop;
-- all random numbers of a transition (momentum, directions, leaf and subtree uniforms) come from
-  one split of its key, drawn before the loop.
+- all random numbers of a transition (momentum, directions, leaf and subtree uniforms, the next
+  key and a warmup iteration's step-size search) come from one threefry call on its key, drawn
+  before the loop (:func:`draw_randoms`).
 
 A subtree that U-turns or diverges (energy error above ``DIVERGENCE_ENERGY``) ends the
 transition and contributes nothing to the proposal, as in Stan. After each valid subtree the
@@ -136,6 +137,51 @@ def _kinetic(p, inv_mass):
     return 0.5 * jnp.sum(inv_mass * p * p)
 
 
+class Randoms(NamedTuple):
+    """Every random number one transition (and a warmup iteration's step-size search) needs."""
+
+    next_key: jax.Array  # raw uint32[2] key of the chain's next transition
+    momentum: jax.Array  # (D,) standard normal
+    forward: jax.Array  # (max_depth,) bool: the direction of each doubling
+    log_u_leaf: jax.Array  # (2**max_depth,) log uniform: the multinomial draw within a subtree
+    log_u_subtree: jax.Array  # (max_depth,) log uniform: taking a subtree's proposal
+    search: jax.Array  # (D,) standard normal for the step-size search ((0,) when not asked)
+
+
+def draw_randoms(key, dim: int, max_depth: int, dtype, search: bool = False) -> Randoms:
+    """All of a transition's random numbers from ONE threefry call on ``key``.
+
+    ``jax.random.split`` + ``normal`` + ``bernoulli`` + two ``uniform`` calls compiled to five
+    threefry programs per transition; XLA took 0.5-0.7 s to compile them on this project's CPU
+    (``benchmarks/README.md``), in each of the init, warmup and sampling programs. Here one call
+    draws words (64-bit for float64, 32-bit for float32): the first becomes the next key, each
+    other one a uniform on (0, 1) (its top 53 or 24 bits, offset by half a step so that neither
+    end is reached), and the first uniforms normals by the inverse normal CDF.
+    """
+    dtype = jnp.dtype(dtype)
+    normals = dim * (2 if search else 1)
+    uniforms = normals + max_depth + 2**max_depth + max_depth
+    if dtype == jnp.float64:
+        # 64-bit words (x64 is on for float64 runs): half the threefry work of 32-bit ones.
+        bits = jax.random.bits(key, (1 + uniforms,), jnp.uint64)
+        next_key = jax.lax.bitcast_convert_type(bits[0], jnp.uint32)
+        u = ((bits[1:] >> 11).astype(dtype) + 0.5) * (1.0 / 9007199254740992.0)
+    else:
+        bits = jax.random.bits(key, (2 + uniforms,), jnp.uint32)
+        next_key = bits[:2]
+        u = ((bits[2:] >> 8).astype(dtype) + 0.5) * (1.0 / 16777216.0)
+    z = jax.scipy.special.ndtri(u[:normals])
+    rest = u[normals:]
+    return Randoms(
+        next_key=next_key,
+        momentum=z[:dim],
+        forward=rest[:max_depth] < 0.5,
+        log_u_leaf=jnp.log(rest[max_depth : max_depth + 2**max_depth]),
+        log_u_subtree=jnp.log(rest[max_depth + 2**max_depth :]),
+        search=z[dim:],
+    )
+
+
 def transition(
     value_and_grad,
     key,
@@ -149,17 +195,18 @@ def transition(
 ):
     """One NUTS transition from ``position``; returns the new point and the stats Stan reports.
 
-    ``value_and_grad(x) -> (logdensity, grad)``. ``max_depth`` bounds the tree at ``2**max_depth
-    - 1`` leapfrogs; ``depth_limit`` (a traced value up to ``max_depth``) may stop it earlier.
+    ``value_and_grad(x) -> (logdensity, grad)``. ``key`` is a raw PRNG key or the transition's
+    :class:`Randoms`. ``max_depth`` bounds the tree at ``2**max_depth - 1`` leapfrogs;
+    ``depth_limit`` (a traced value up to ``max_depth``) may stop it earlier.
     """
     depth_limit = max_depth if depth_limit is None else depth_limit
     dtype = position.dtype
-    k_momentum, k_direction, k_leaf, k_subtree = jax.random.split(key, 4)
-    p0 = jax.random.normal(k_momentum, position.shape, dtype) / jnp.sqrt(inv_mass)
+    randoms = key if isinstance(key, Randoms) else draw_randoms(key, position.size, max_depth, dtype)
+    p0 = randoms.momentum.astype(dtype) / jnp.sqrt(inv_mass)
     w0 = logdensity - _kinetic(p0, inv_mass)
-    forward = jax.random.bernoulli(k_direction, 0.5, (max_depth,))
-    log_u_leaf = jnp.log(jax.random.uniform(k_leaf, (2**max_depth,), dtype))
-    log_u_subtree = jnp.log(jax.random.uniform(k_subtree, (max_depth,), dtype))
+    forward = randoms.forward
+    log_u_leaf = randoms.log_u_leaf
+    log_u_subtree = randoms.log_u_subtree
     rows = jnp.arange(max_depth)
     zero_int = jnp.zeros((), jnp.int32)
     minus_inf = jnp.asarray(-jnp.inf, dtype)
@@ -270,12 +317,15 @@ def transition(
     return tree.proposal, stats
 
 
-def search_step_size(value_and_grad, key, position, logdensity, grad, inv_mass, step_size, active):
+def search_step_size(
+    value_and_grad, normals, position, logdensity, grad, inv_mass, step_size, active
+):
     """Stan's step-size heuristic from ``step_size``: double (or halve) until one leapfrog's
     acceptance falls below (or rises above) ``SEARCH_ACCEPT``. Runs no leapfrog at all when
     ``active`` is false, so warmup can call it at every iteration (vmapped chains share the
-    schedule, so they search at the same iterations)."""
-    p0 = jax.random.normal(key, position.shape, position.dtype) / jnp.sqrt(inv_mass)
+    schedule, so they search at the same iterations). ``normals``: (D,) standard normal draws
+    for the momentum."""
+    p0 = normals.astype(position.dtype) / jnp.sqrt(inv_mass)
     h0 = -logdensity + _kinetic(p0, inv_mass)
     threshold = jnp.log(SEARCH_ACCEPT)
 
@@ -332,11 +382,12 @@ class Nuts(ChunkedWarmup):
     def init(self, key, position, data) -> NutsState:
         value_and_grad = self._value_and_grad(data)
         logdensity, grad = value_and_grad(position)
-        key, search_key = jax.random.split(key)
+        randoms = draw_randoms(key, position.size, 0, position.dtype, search=True)
+        key = randoms.next_key.reshape(key.shape).astype(key.dtype)
         inv_mass = jnp.ones_like(position)
         one = jnp.ones((), position.dtype)
         step_size = search_step_size(
-            value_and_grad, search_key, position, logdensity, grad, inv_mass, one, True
+            value_and_grad, randoms.search, position, logdensity, grad, inv_mass, one, True
         )
         da, wf = adaptation.start(position, step_size)
         return NutsState(
@@ -351,12 +402,13 @@ class Nuts(ChunkedWarmup):
             wf=wf,
         )
 
-    def _transition(self, state: NutsState, data, depth_limit=None):
-        key, step_key = jax.random.split(state.rng_key)
+    def _transition(self, state: NutsState, data, depth_limit=None, search=False):
+        dtype = state.position.dtype
+        randoms = draw_randoms(state.rng_key, state.position.size, self.max_depth, dtype, search)
         step_size = jnp.exp(state.log_step_size)
         proposal, stats = transition(
             self._value_and_grad(data),
-            step_key,
+            randoms,
             state.position,
             state.logdensity,
             state.grad,
@@ -370,14 +422,14 @@ class Nuts(ChunkedWarmup):
             position=proposal.x,
             logdensity=proposal.logdensity,
             grad=proposal.grad,
-            rng_key=key,
+            rng_key=randoms.next_key.reshape(state.rng_key.shape).astype(state.rng_key.dtype),
         )
         stats = {**stats, "tree_depth": tree_depth(stats["n_steps"])}
-        return moved, {"lp": proposal.logdensity, "step_size": step_size, **stats}
+        return moved, {"lp": proposal.logdensity, "step_size": step_size, **stats}, randoms
 
     def step(self, state: NutsState, data):
         """A sampling iteration: the adapted step size and mass matrix stay as they are."""
-        moved, stats = self._transition(state, data)
+        moved, stats, _ = self._transition(state, data)
         return moved, moved.position, stats
 
     def warmup_step(self, state: NutsState, data):
@@ -385,13 +437,13 @@ class Nuts(ChunkedWarmup):
         warmup ended early, in a batch still adapting) it is a sampling step."""
         early = state.i < self.early_until
         depth_limit = jnp.where(early, min(EARLY_DEPTH, self.max_depth), self.max_depth)
-        moved, stats = self._transition(state, data, depth_limit)
-        adapted = self._adapt(state, moved, stats["acceptance_rate"], data)
+        moved, stats, randoms = self._transition(state, data, depth_limit, search=True)
+        adapted = self._adapt(state, moved, stats["acceptance_rate"], data, randoms.search)
         done = state.i >= self.tune
         adapted = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), moved, adapted)
         return adapted, moved.position, stats
 
-    def _adapt(self, old: NutsState, new: NutsState, accept_prob, data) -> NutsState:
+    def _adapt(self, old: NutsState, new: NutsState, accept_prob, data, normals) -> NutsState:
         dtype = new.position.dtype
         index = jnp.minimum(old.i, self.tune - 1)
         slow = jnp.asarray(self.schedule.slow)[index]
@@ -412,10 +464,9 @@ class Nuts(ChunkedWarmup):
         converged = window_end & (wf.n >= CONVERGED_WINDOW) & (change < CONVERGED_RMS)
 
         # After a metric update Stan searches the step size again and restarts the averaging.
-        key, search_key = jax.random.split(new.rng_key)
         searched = search_step_size(
             self._value_and_grad(data),
-            search_key,
+            normals,
             new.position,
             new.logdensity,
             new.grad,
@@ -427,7 +478,6 @@ class Nuts(ChunkedWarmup):
         log_step = jnp.where(window_end, jnp.log(searched), jnp.where(last, log_avg, log_step))
         return new._replace(
             i=jnp.where(converged, max(self.schedule.final_start, 0), new.i),
-            rng_key=key,
             log_step_size=log_step.astype(dtype),
             inverse_mass_matrix=inv_mass,
             da=adaptation.DualAveraging(
