@@ -174,13 +174,25 @@ class ChainGroupSampler:
         """The programs :meth:`precompile` can build, in the order a run first needs them."""
         return (["warmup"] if self.tune else []) + ["sample"]
 
-    def precompile(self, state, names: list[str] | None = None) -> None:
+    def abstract_state(self, chains: int):
+        """Shapes and dtypes of the state :meth:`init` makes for ``chains`` chains (batched when
+        vectorized, one chain's otherwise), without running or compiling anything."""
+        dimension = self.compiled.dimension
+        dtype = np.asarray(self.compiled.initial_flat).dtype
+        batch = (chains,) if self.vectorized else ()
+        keys = jax.ShapeDtypeStruct((*batch, 2), jnp.uint32)
+        positions = jax.ShapeDtypeStruct((*batch, dimension), dtype)
+        mapped = self._compiled_fn("init", self.backend.init, (0, 0, None))
+        return jax.eval_shape(mapped, keys, positions, self.compiled.data)
+
+    def precompile(self, state, names: list[str] | None = None, abstract: bool = False) -> None:
         """Compile (not run) the warmup and/or sampling programs, filling JAX's persistent cache.
 
         In a run, ranks 0 and 1 compile one program each, side by side, and every rank then
-        loads both from the cache instead of compiling them again.
+        loads both from the cache instead of compiling them again. ``abstract``: ``state`` is
+        :meth:`abstract_state`, so this can run while :meth:`init` computes the real one.
         """
-        example = state if self.vectorized else _unstack(state, 1)[0]
+        example = state if (self.vectorized or abstract) else _unstack(state, 1)[0]
         (w_name, w_fn, w_axes), (s_name, s_fn, s_axes) = self._programs()
         chunk = jnp.asarray(self.chunk)
         data = self.compiled.data

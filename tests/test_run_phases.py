@@ -115,3 +115,57 @@ def test_a_finished_cli_process_survives_a_late_walltime_signal():
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert (proc.returncode, proc.stdout.strip()) == (0, "alive"), proc.stderr
+
+
+
+def _tiny_sampler():
+    import pymc as pm
+
+    from mpi_pymc.compile import compile_model
+    from mpi_pymc.sampling import ChainGroupSampler
+
+    with pm.Model() as model:
+        pm.Normal("x", 0.0, 1.0, shape=3)
+    compiled = compile_model(model, "float64")
+    config = RunConfig(model_path="m.py", chains=2, tune=20, draws=10, chunk_draws=5)
+    return model, compiled, ChainGroupSampler(compiled, config.replace(chain_method="sequential"))
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_programs_compile_from_the_states_shapes_in_a_thread_or_at_join(background):
+    """The warmup and sampling programs compile from the state's shapes (in a thread while the
+    chains initialise, or at join); the real state then runs in them."""
+    import types
+
+    from mpi_pymc import seeding
+    from mpi_pymc.run import _BackgroundCompile
+    from mpi_pymc.sampling import initial_positions
+
+    model, compiled, sampler = _tiny_sampler()
+    compiling = _BackgroundCompile(types.SimpleNamespace(rank=0, size=1), sampler, 2, background)
+    assert compiling.mine == ["warmup", "sample"]
+    assert (compiling.thread is not None) == background
+    positions = initial_positions(compiled, model, 1, range(2))
+    state = sampler.init(seeding.sampler_keys(1, range(2)), positions)
+    compiling.join()
+    assert compiling.thread is None or not compiling.thread.is_alive()
+    state = sampler.warmup(state, 5)
+    _, draws, _ = sampler.sample(state, 5)
+    assert draws.shape == (2, 5, 3) and np.all(np.isfinite(draws))
+
+
+def test_a_failed_background_compile_is_raised_by_join(monkeypatch):
+    import types
+
+    from mpi_pymc.run import _BackgroundCompile
+
+    _, _, sampler = _tiny_sampler()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("XLA ran out of memory")
+
+    monkeypatch.setattr(sampler, "precompile", broken)
+    compiling = _BackgroundCompile(types.SimpleNamespace(rank=1, size=2), sampler, 2, True)
+    assert compiling.mine == ["sample"]
+    with pytest.raises(RuntimeError, match="out of memory"):
+        compiling.join()
