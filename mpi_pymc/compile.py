@@ -2,10 +2,10 @@
 
 The log-density is PyMC's own graph, rewritten and translated by PyTensor's JAX backend (the
 path ``pm.sample(nuts_sampler="numpyro")`` uses), with two rewrites of our own that cut the
-transcendental functions per observation (``graph_rewrites``). Unlike that path, data arrays (``pm.Data`` and
-large observed/constant arrays) enter the JAX functions as *arguments*, not baked-in constants:
-compile time and the lowered program stay small whatever N is, and a fingerprint hashes the
-data separately.
+transcendental functions per observation (``graph_rewrites``). Unlike that path, data arrays
+(``pm.Data`` and large observed/constant arrays) enter the JAX functions as *arguments*, not
+baked-in constants: compile time and the lowered program stay small whatever N is, and a
+fingerprint hashes the data separately.
 """
 
 from __future__ import annotations

@@ -52,7 +52,10 @@ def _lift_switch():
             return None
         lifted = op(pt.switch(cond, a, b))
         old = node.outputs[0]
-        if lifted.type.dtype != old.type.dtype or lifted.type.broadcastable != old.type.broadcastable:
+        if (lifted.type.dtype, lifted.type.broadcastable) != (
+            old.type.dtype,
+            old.type.broadcastable,
+        ):
             return None
         return [lifted]
 
@@ -73,7 +76,7 @@ def _lean_softplus():
         (x,) = node.inputs
         lean = pt.maximum(x, 0) + pt.log1p(pt.exp(-pt.abs(x)))
         old = node.outputs[0]
-        if lean.type.dtype != old.type.dtype or lean.type.broadcastable != old.type.broadcastable:
+        if (lean.type.dtype, lean.type.broadcastable) != (old.type.dtype, old.type.broadcastable):
             return None
         return [lean]
 

@@ -117,7 +117,6 @@ def test_a_finished_cli_process_survives_a_late_walltime_signal():
     assert (proc.returncode, proc.stdout.strip()) == (0, "alive"), proc.stderr
 
 
-
 def _tiny_sampler():
     import pymc as pm
 

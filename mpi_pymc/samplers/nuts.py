@@ -201,7 +201,10 @@ def transition(
     """
     depth_limit = max_depth if depth_limit is None else depth_limit
     dtype = position.dtype
-    randoms = key if isinstance(key, Randoms) else draw_randoms(key, position.size, max_depth, dtype)
+    if isinstance(key, Randoms):
+        randoms = key
+    else:
+        randoms = draw_randoms(key, position.size, max_depth, dtype)
     p0 = randoms.momentum.astype(dtype) / jnp.sqrt(inv_mass)
     w0 = logdensity - _kinetic(p0, inv_mass)
     forward = randoms.forward
