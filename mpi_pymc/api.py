@@ -65,7 +65,7 @@ def sample(
     names and defaults: ``chains_per_rank``, ``sampler``, ``chain_method``, ``precision``,
     ``max_tree_depth``, ``adapt_group``, ``gpus_per_rank``, ``chunk_draws``, ``io``, ``out``,
     ``overwrite``, ``resume``, ``until_ess``, ``until_rhat``, ``max_time`` (seconds or
-    ``"HH:MM:SS"``).
+    ``"HH:MM:SS"``), ``check_logp``.
 
     ``out``: the HDF5 file; by default a new file under ``./mpi_pymc_runs/`` for every call.
     ``ranks``: from a single process, launch this many ranks (``launcher``: ``auto``,
@@ -121,6 +121,7 @@ def settings(
     until_ess: int | None = None,
     until_rhat: float = DEFAULT_UNTIL_RHAT,
     max_time: float | str | None = None,
+    check_logp: bool = True,
 ) -> tuple[Any, RunConfig]:
     """``sample()``'s arguments as (model object or None, RunConfig) — shared with submit()."""
     model, model_path, model_name = _resolve_model(model)
@@ -148,6 +149,7 @@ def settings(
         until_ess=until_ess,
         until_rhat=until_rhat,
         max_time=_seconds(max_time),
+        check_logp=check_logp,
         command_line=[sys.executable, *sys.argv],
     )
     if resume and config.out is None:

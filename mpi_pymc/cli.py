@@ -99,6 +99,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
         until_ess=args.until_ess,
         until_rhat=args.until_rhat,
         max_time=None if args.max_time is None else parse_duration(args.max_time),
+        check_logp=args.check_logp,
         command_line=["python", "-m", "mpi_pymc", *argv],
     )
 

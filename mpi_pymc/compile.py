@@ -98,15 +98,11 @@ def data_values(data_vars, float_dtype) -> list[np.ndarray]:
     return values
 
 
-def jaxify(value_vars, outputs, data_vars, rewrites: bool = True):
-    """JAX function ``f(*values, *data) -> list`` of ``outputs``, data as arguments.
-
-    ``rewrites=False`` leaves out ours (``graph_rewrites``): PyTensor's JAX program as the
-    numpyro path compiles it, for benchmarks that measure what the rewrites gain."""
-    import pymc.sampling.jax  # noqa: F401  (registers JAX translations PyMC adds)
+def jax_graph(value_vars, outputs, data_vars, rewrites: bool = True):
+    """The FunctionGraph ``f(*values, *data) -> outputs`` that :func:`jaxify` translates, with
+    the rewrites PyTensor's JAX mode applies (and ours, unless ``rewrites=False``)."""
     from pytensor.graph.fg import FunctionGraph
     from pytensor.graph.replace import clone_replace
-    from pytensor.link.jax.dispatch import jax_funcify
 
     placeholders = [var.type() for var in data_vars]
     for var, ph in zip(data_vars, placeholders, strict=True):
@@ -119,7 +115,19 @@ def jaxify(value_vars, outputs, data_vars, rewrites: bool = True):
         from pytensor.compile import mode
 
         mode.JAX.optimizer.rewrite(fgraph)
-    return jax_funcify(fgraph)
+    return fgraph
+
+
+def jaxify(value_vars, outputs, data_vars, rewrites: bool = True):
+    """JAX function ``f(*values, *data) -> list`` of ``outputs``, data as arguments.
+
+    ``rewrites=False`` leaves out ours (``graph_rewrites``): PyTensor's JAX program as the
+    numpyro path compiles it, for benchmarks that measure what the rewrites gain."""
+    __import__("mpi_pymc.jax_ops").jax_ops.register()  # ops this PyTensor cannot translate
+    import pymc.sampling.jax  # noqa: F401  (registers JAX translations PyMC adds)
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    return jax_funcify(jax_graph(value_vars, outputs, data_vars, rewrites))
 
 
 def _dims_for(model, name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
@@ -165,8 +173,13 @@ def compile_model(model, precision: str = "float64", rewrites: bool = True) -> C
         get_default_varnames(model.unobserved_value_vars, include_transformed=False)
     )
     data_vars = data_inputs([logp, *posterior_outputs])
-    logp_fn = jaxify(value_vars, [logp], data_vars, rewrites)
-    constrain_fn = jaxify(value_vars, posterior_outputs, data_vars, rewrites)
+    try:
+        logp_fn = jaxify(value_vars, [logp], data_vars, rewrites)
+        constrain_fn = jaxify(value_vars, posterior_outputs, data_vars, rewrites)
+    except NotImplementedError as exc:
+        from mpi_pymc.translation import unsupported_op
+
+        raise unsupported_op(model, exc) from exc
 
     initial_point = model.initial_point()
     value_names = [v.name for v in value_vars]
@@ -196,13 +209,14 @@ def compile_model(model, precision: str = "float64", rewrites: bool = True) -> C
         float_dtype=np.dtype(float_dtype).name,
     )
 
-    example = jax.jit(constrain)(jnp.asarray(initial_flat), compiled.data)
+    # Shapes and dtypes only: tracing, where running it would cost an XLA compile.
+    example = jax.eval_shape(constrain, jnp.asarray(initial_flat), compiled.data)
     compiled.posterior_vars = [
         VariableInfo(
             name=var.name,
-            shape=tuple(np.shape(value)),
-            dims=_dims_for(model, var.name, tuple(np.shape(value))),
-            dtype=np.asarray(value).dtype.name,
+            shape=tuple(value.shape),
+            dims=_dims_for(model, var.name, tuple(value.shape)),
+            dtype=np.dtype(value.dtype).name,
         )
         for var, value in zip(posterior_outputs, example, strict=True)
     ]

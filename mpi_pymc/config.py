@@ -45,6 +45,8 @@ class RunConfig:
     until_ess: int | None = None
     until_rhat: float = DEFAULT_UNTIL_RHAT
     max_time: float | None = None
+    # Compare the JAX log-density with PyTensor's own before sampling (translation.py).
+    check_logp: bool = True
     command_line: list[str] = field(default_factory=list)
 
     def settings_for_fingerprint(self) -> dict:

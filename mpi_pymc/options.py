@@ -88,6 +88,13 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         "divide every rank's chains",
     )
     g.add_argument("--precision", default="float64", help="float64 (default) or float32")
+    g.add_argument(
+        "--check-logp",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="before sampling, compare the JAX log-density with PyTensor's own at the initial "
+        "point and 3 jittered points; a disagreement stops the run naming the variable (on)",
+    )
     g = run.add_argument_group("devices and output")
     g.add_argument(
         "--gpus-per-rank",

@@ -487,13 +487,18 @@ def load_the_model(job: _Job, model=None):
 def compile_and_fingerprint(job: _Job, model):
     """Translate the model to JAX on every rank; the ranks' fingerprints must agree."""
     from mpi_pymc.compile import compile_model
+    from mpi_pymc.translation import TranslationError
 
     compiled = _on_every_rank(
         job.comm,
         "compiling the model",
         lambda: compile_model(model, job.config.precision),
         catch=(Exception,),
-        reword=lambda exc: f"could not translate the model to JAX: {type(exc).__name__}: {exc}",
+        reword=lambda exc: (
+            str(exc)
+            if isinstance(exc, TranslationError)
+            else f"could not translate the model to JAX: {type(exc).__name__}: {exc}"
+        ),
     )
     disagreement = fingerprint_disagreement(job.comm.allgather(compiled.fingerprint))
     if disagreement:
@@ -569,17 +574,34 @@ def init_chains(
     chain_group = seeding.chain_group(int(job.config.chains or 0), job.size, job.rank)
     sampler = ChainGroupSampler(compiled, job.config)
     compiling = _BackgroundCompile(job, sampler, len(chain_group), background=platform != "cpu")
-    positions = _on_every_rank(
+    starts = _on_every_rank(
         job.comm,
         "initialising the chains",
         lambda: initial_positions(compiled, model, root_seed, chain_group),
         catch=(ValueError,),
         reword=str,
     )
-    state = sampler.init(seeding.sampler_keys(root_seed, chain_group), positions)
+    if job.config.check_logp:
+        check_translation(job, compiled, model, starts)
+    state = sampler.init(seeding.sampler_keys(root_seed, chain_group), starts.positions)
     if ckpt is not None:
         state = _restore_state(state, ckpt, chain_group)
     return _Chains(compiled, chain_group, root_seed, sampler, state, ckpt, compiling)
+
+
+def check_translation(job: _Job, compiled, model, starts) -> None:
+    """Every rank compares the JAX log-density at the model's initial point and at up to
+    ``JITTERED_POINTS`` of its chains' starting points with PyTensor's own, before any draw."""
+    from mpi_pymc.translation import JITTERED_POINTS, check_log_density
+
+    count = min(JITTERED_POINTS, len(starts.positions))
+    points = np.vstack([compiled.initial_flat, starts.positions[:count]])
+    values = np.concatenate([[starts.initial_logdensity], starts.logdensity[:count]])
+    _on_every_rank(
+        job.comm,
+        "checking the translation",
+        lambda: check_log_density(model, compiled, points, values),
+    )
 
 
 class _BackgroundCompile:

@@ -11,6 +11,7 @@ state, PRNG key, iteration — so a checkpoint is the state.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,14 @@ from mpi_pymc.config import RunConfig
 from mpi_pymc.samplers import backend_for
 from mpi_pymc.samplers.base import GROUP_AXIS, STAT_NAMES, SamplerBackend
 
-__all__ = ["INIT_BLOCK", "STAT_NAMES", "ChainGroupSampler", "initial_positions", "vmap_chains"]
+__all__ = [
+    "INIT_BLOCK",
+    "STAT_NAMES",
+    "ChainGroupSampler",
+    "Starts",
+    "initial_positions",
+    "vmap_chains",
+]
 
 
 def _loop_steps(step, length: int):
@@ -223,9 +231,18 @@ class ChainGroupSampler:
 INIT_BLOCK = 64  # chains whose starting points are checked in one call
 
 
+class Starts(NamedTuple):
+    """The chains' starting points and the JAX log-density there (and at the model's initial
+    point): the translation check compares those with PyTensor's own, at no extra compile."""
+
+    positions: np.ndarray  # (chains, D)
+    logdensity: np.ndarray  # (chains,)
+    initial_logdensity: float
+
+
 def initial_positions(
     compiled: CompiledModel, model, root_seed: int, chains: range, max_tries: int = 10
-) -> np.ndarray:
+) -> Starts:
     """Jittered starting points, one per chain, as PyMC's ``jitter+adapt_diag`` makes them.
 
     Chain ``c`` draws its jitter from its own seed stream, so its start does not depend on the
@@ -241,18 +258,22 @@ def initial_positions(
     block = min(INIT_BLOCK, len(chains))
     check_block = jax.jit(jax.vmap(value_and_grad, in_axes=(0, None)))
 
-    def finite_rows(candidates: np.ndarray) -> np.ndarray:
+    def finite_rows(candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ok = np.empty(len(candidates), dtype=bool)
+        logdensity = np.empty(len(candidates))
         for start in range(0, len(candidates), block):
             part = candidates[start : start + block]
             padded = np.concatenate([part, np.repeat(part[:1], block - len(part), axis=0)])
             values, grads = check_block(jnp.asarray(padded), compiled.data)
-            finite = np.isfinite(np.asarray(values)) & np.all(np.isfinite(np.asarray(grads)), 1)
-            ok[start : start + len(part)] = finite[: len(part)]
-        return ok
+            values = np.asarray(values)[: len(part)]
+            finite = np.isfinite(values) & np.all(np.isfinite(np.asarray(grads)[: len(part)]), 1)
+            ok[start : start + len(part)] = finite
+            logdensity[start : start + len(part)] = values
+        return ok, logdensity
 
     base = compiled.initial_flat
-    if not finite_rows(base[None, :])[0]:
+    base_ok, base_logdensity = finite_rows(base[None, :])
+    if not base_ok[0]:
         logps = model.point_logps(model.initial_point())
         bad = [name for name, value in logps.items() if not np.isfinite(value)]
         raise ValueError(
@@ -264,13 +285,15 @@ def initial_positions(
     # tried one by one; a chain with no finite candidate in max_tries starts at the base point.
     rngs = [jitter_rng(root_seed, chain) for chain in chains]
     starts = np.repeat(base[None, :], len(rngs), axis=0)
+    logdensity = np.full(len(rngs), base_logdensity[0])
     pending = np.arange(len(rngs))
     for _ in range(max_tries):
         if not len(pending):
             break
         jitters = [rngs[i].uniform(-1.0, 1.0, size=base.shape) for i in pending]
         candidates = np.stack([(base + jitter).astype(base.dtype) for jitter in jitters])
-        ok = finite_rows(candidates)
+        ok, values = finite_rows(candidates)
         starts[pending[ok]] = candidates[ok]
+        logdensity[pending[ok]] = values[ok]
         pending = pending[~ok]
-    return starts
+    return Starts(starts, logdensity, float(base_logdensity[0]))

@@ -37,9 +37,17 @@ def _first_finite_candidate(base: np.ndarray, chain: int, tries: int = 10) -> np
 def test_each_chain_takes_the_first_finite_candidate_of_its_own_stream(cut_model) -> None:
     model, compiled = cut_model
     chains = range(INIT_BLOCK + 6)  # more than one block: the padding path runs too
-    starts = initial_positions(compiled, model, ROOT_SEED, chains)
+    found = initial_positions(compiled, model, ROOT_SEED, chains)
+    starts = found.positions
     expected = np.stack([_first_finite_candidate(compiled.initial_flat, c) for c in chains])
     np.testing.assert_array_equal(starts, expected)
+    # The log-density reported with each start is the model's there (the translation check
+    # compares it with PyTensor's).
+    logp = model.compile_logp()
+    for c in (0, INIT_BLOCK + 5):
+        point = {model.value_vars[0].name: starts[c].reshape(())}
+        np.testing.assert_allclose(found.logdensity[c], logp(point), rtol=1e-12)
+    np.testing.assert_allclose(found.initial_logdensity, logp(model.initial_point()), rtol=1e-12)
     assert np.all(starts[:, 0] <= CUT)
     # Some chains did need a retry, or this test would not exercise one.
     first = np.stack(
@@ -53,6 +61,6 @@ def test_each_chain_takes_the_first_finite_candidate_of_its_own_stream(cut_model
 
 def test_a_chains_start_does_not_depend_on_its_group(cut_model) -> None:
     model, compiled = cut_model
-    together = initial_positions(compiled, model, ROOT_SEED, range(0, 80))
-    apart = initial_positions(compiled, model, ROOT_SEED, range(37, 41))
+    together = initial_positions(compiled, model, ROOT_SEED, range(0, 80)).positions
+    apart = initial_positions(compiled, model, ROOT_SEED, range(37, 41)).positions
     np.testing.assert_array_equal(together[37:41], apart)
