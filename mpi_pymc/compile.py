@@ -123,7 +123,9 @@ def jaxify(value_vars, outputs, data_vars, rewrites: bool = True):
 
     ``rewrites=False`` leaves out ours (``graph_rewrites``): PyTensor's JAX program as the
     numpyro path compiles it, for benchmarks that measure what the rewrites gain."""
-    __import__("mpi_pymc.jax_ops").jax_ops.register()  # ops this PyTensor cannot translate
+    from mpi_pymc import jax_ops
+
+    jax_ops.register()  # the ops this PyTensor cannot translate (erfcx on pytensor 2.x)
     import pymc.sampling.jax  # noqa: F401  (registers JAX translations PyMC adds)
     from pytensor.link.jax.dispatch import jax_funcify
 
