@@ -1,10 +1,10 @@
 """Disk preflight: a run whose output and checkpoint cannot fit is refused before it writes.
 
 Every dataset of the output is allocated before the first draw (``storage.output_bytes``), so
-its size is known exactly enough up front; the checkpoint is written aside and renamed over the
-previous one, so at its largest two copies exist. Free space is what ``statvfs`` grants an
-unprivileged user (``f_bavail``); quotas are not visible this way, and a quota hit mid-run is
-caught as a write error instead.
+its size is known exactly enough up front; a checkpoint is kept with the previous one, and a new
+one is written beside both before the older goes, so at its largest three copies exist. Free
+space is what ``statvfs`` grants an unprivileged user (``f_bavail``); quotas are not visible this
+way, and a quota hit mid-run is caught as a write error instead.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ CHECKPOINT_LEAF_OVERHEAD = 512
 CHECKPOINT_FILE_OVERHEAD = 16 * 1024
 
 
-def checkpoint_bytes(state_bytes: int, leaves: int, resume: bool = False) -> int:
-    """Room the checkpoints need: the new one is written beside the previous one (on resume
-    the previous one is already on disk)."""
-    one = state_bytes + leaves * CHECKPOINT_LEAF_OVERHEAD + CHECKPOINT_FILE_OVERHEAD
-    return one if resume else 2 * one
+def checkpoint_bytes(state_bytes: int, leaves: int, resume: bool = False, parts: int = 1) -> int:
+    """Room the checkpoints need: the latest and the previous one are kept, and a new one is
+    written beside them before the older goes (on resume two are already on disk). ``parts``:
+    the part files one checkpoint is written as (one per rank)."""
+    one = state_bytes + parts * (leaves * CHECKPOINT_LEAF_OVERHEAD + CHECKPOINT_FILE_OVERHEAD)
+    return one if resume else 3 * one
 
 
 def format_bytes(count: float) -> str:

@@ -111,11 +111,10 @@ def _configure_jax(precision: str) -> None:
 def _remove_previous(out: str) -> None:
     """``--overwrite``: the old output, its shards and its checkpoint go."""
     from mpi_pymc import storage
-    from mpi_pymc.checkpoint import checkpoint_path
+    from mpi_pymc.checkpoint import checkpoint_path, remove_checkpoint
 
     storage.remove_output(out)
-    if os.path.exists(checkpoint_path(out)):
-        os.remove(checkpoint_path(out))
+    remove_checkpoint(checkpoint_path(out))
 
 
 def _check_output(config: RunConfig) -> None:
@@ -245,18 +244,25 @@ def _agreed_stop(comm, stop: _StopRequest, deadline: Deadline) -> str | None:
 
 
 def _resolve_resume(config: RunConfig, original: RunConfig, comm) -> tuple[RunConfig, Checkpoint]:
-    """Read the checkpoint (rank 0), take seed and chains from it, and share it."""
-    from mpi_pymc.checkpoint import checkpoint_path, read_checkpoint
+    """Read the checkpoint: rank 0 its manifests, every rank the part holding its own chains
+    (the latest checkpoint whose parts every rank finds intact, else the previous one); take
+    seed and chains from it."""
+    from mpi_pymc import checkpoint, seeding
 
-    ckpt, error = None, None
+    path = checkpoint.checkpoint_path(str(config.out))
+    manifests, error = None, None
     if comm.Get_rank() == 0:
         try:
-            ckpt = read_checkpoint(checkpoint_path(str(config.out)))
+            manifests = checkpoint.candidates(path)
         except UserError as exc:
             error = exc
     agree(comm, error, "reading the checkpoint")
-    ckpt = comm.bcast(ckpt, root=0)
-    stored = ckpt.meta
+    manifests = comm.bcast(manifests, root=0)
+    readable = [(where, meta) for where, meta in manifests if isinstance(meta, dict)]
+    problems = [meta for _, meta in manifests if isinstance(meta, str)]
+    if not readable:
+        raise AgreedError(checkpoint.corrupted(path, problems))
+    stored = readable[0][1]
     changes = {}
     if original.seed is None:
         changes["seed"] = int(stored["settings"]["seed"])
@@ -272,7 +278,16 @@ def _resolve_resume(config: RunConfig, original: RunConfig, comm) -> tuple[RunCo
         raise AgreedError(
             f"--resume: {comm.Get_size()} ranks but only {config.chains} chains: launch fewer ranks"
         )
-    return config, ckpt
+    mine = seeding.chain_group(int(config.chains), comm.Get_size(), comm.Get_rank())
+    for where, meta in readable:
+        verdicts = comm.allgather(checkpoint.verify(where, meta, mine))
+        failed = [problem for problem in verdicts if problem is not None]
+        if not failed:
+            ckpt = checkpoint.load(where, meta, mine)
+            ckpt.fallback = "; ".join(problems) or None
+            return config, ckpt
+        problems.append(f"checkpoint '{where}': {failed[0]}")
+    raise AgreedError(checkpoint.corrupted(path, problems))
 
 
 @dataclass
@@ -458,6 +473,11 @@ def settle_seed(job: _Job, original: RunConfig) -> Checkpoint | None:
     ckpt = None
     if job.config.resume:
         job.config, ckpt = _resolve_resume(job.config, original, job.comm)
+        if ckpt.fallback:
+            job.say(
+                f"note: {ckpt.fallback}: resuming from the previous checkpoint "
+                f"(draw {ckpt.draws_done} of every chain)"
+            )
     root_seed = job.config.seed
     if root_seed is None:
         root_seed = job.comm.bcast(seeding.fresh_root_seed() if job.rank == 0 else None, root=0)
@@ -705,7 +725,7 @@ def check_disk_space(job: _Job, layout, io: str, chains: _Chains) -> None:
     import jax
 
     from mpi_pymc import disk_space, storage
-    from mpi_pymc.checkpoint import checkpoint_path
+    from mpi_pymc.checkpoint import checkpoint_files, checkpoint_path
 
     config, out = job.config, str(job.config.out)
     leaves = jax.tree_util.tree_leaves(chains.state)
@@ -713,8 +733,9 @@ def check_disk_space(job: _Job, layout, io: str, chains: _Chains) -> None:
     resume = chains.ckpt is not None
     state_bytes = job.comm.allreduce(local_bytes)
     output = storage.output_bytes(layout, io, job.size, resume=resume)
-    checkpoint = disk_space.checkpoint_bytes(state_bytes, len(leaves), resume=resume)
-    freed = [out, str(storage.shard_dir(out)), checkpoint_path(out)] if config.overwrite else []
+    checkpoint = disk_space.checkpoint_bytes(state_bytes, len(leaves), resume, job.size)
+    freed = [out, str(storage.shard_dir(out)), *checkpoint_files(checkpoint_path(out))]
+    freed = freed if config.overwrite else []
     _on_every_rank(
         job.comm,
         "checking free disk space",
@@ -980,8 +1001,9 @@ def _restore_state(fresh_state, ckpt, chain_group: range):
     if len(fresh) != len(ckpt.leaves):
         raise AgreedError("--resume: the checkpoint does not match this sampler's state layout")
     restored = []
+    offset = chain_group.start - ckpt.chains.start
     for new, saved in zip(fresh, ckpt.leaves, strict=True):
-        part = saved[chain_group.start : chain_group.stop]
+        part = saved[offset : offset + len(chain_group)]
         if part.shape != tuple(new.shape) or part.dtype != new.dtype:
             raise AgreedError(
                 f"--resume: checkpoint state {part.shape}/{part.dtype} does not fit "
@@ -992,7 +1014,8 @@ def _restore_state(fresh_state, ckpt, chain_group: range):
 
 
 class _CheckpointSaver:
-    """After each chunk: gather the chain states to rank 0, which writes ``OUT.ckpt``."""
+    """After each chunk: every rank writes its chains' states, then rank 0 the manifest
+    ``OUT.ckpt`` naming them (``checkpoint.py``)."""
 
     def __init__(self, config: RunConfig, compiled, root_seed: int, comm, chain_group: range):
         from mpi_pymc.checkpoint import checkpoint_path
@@ -1000,6 +1023,10 @@ class _CheckpointSaver:
         self.path = checkpoint_path(str(config.out))
         self.comm = comm
         self.config = config
+        self.chain_group = chain_group
+        # Names this run's parts apart from a resumed run's, whose parts stay until replaced.
+        self.run_label = comm.bcast(os.urandom(4).hex() if comm.Get_rank() == 0 else None, 0)
+        self.saves = 0
         self.meta = {
             "settings": config.settings_for_fingerprint(),
             "fingerprint": compiled.fingerprint,
@@ -1011,26 +1038,37 @@ class _CheckpointSaver:
 
     def remove(self) -> None:
         """A finished run needs no checkpoint."""
-        if self.comm.Get_rank() == 0 and os.path.exists(self.path):
-            os.remove(self.path)
+        from mpi_pymc.checkpoint import remove_checkpoint
+
+        if self.comm.Get_rank() == 0:
+            remove_checkpoint(self.path)
 
     def save(self, state, iteration: int, draws_done: int) -> None:
         import jax
 
-        from mpi_pymc.checkpoint import write_checkpoint
+        from mpi_pymc.checkpoint import write_manifest, write_part
         from mpi_pymc.storage import write_failure
 
+        self.saves += 1
+        label = f"{self.run_label}-{self.saves:06d}"
         leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state)]
-        gathered = self.comm.gather(leaves, root=0)
-        error = None
+
+        def failed(where: str, exc: OSError) -> UserError:
+            return UserError(f"{write_failure(where, exc)}; {_what_is_kept(self.config)}")
+
+        part, error = None, None
+        try:
+            part = write_part(self.path, label, self.chain_group, leaves)
+        except OSError as exc:
+            error = failed(self.path, exc)
+        agree(self.comm, error, "writing the checkpoint")
+        parts = self.comm.gather(part, root=0)
         if self.comm.Get_rank() == 0:
-            merged = [np.concatenate(parts) for parts in zip(*gathered, strict=True)]
             meta = {**self.meta, "iteration": iteration, "draws_done": draws_done}
             try:
-                write_checkpoint(self.path, merged, meta)
+                write_manifest(self.path, meta, parts)
             except OSError as exc:
-                failure = write_failure(self.path, exc)
-                error = UserError(f"{failure}; {_what_is_kept(self.config)}")
+                error = failed(self.path, exc)
         agree(self.comm, error, "writing the checkpoint")
 
 

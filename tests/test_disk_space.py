@@ -45,7 +45,10 @@ def test_refusal_gives_both_figures_and_the_fix():
         "output 'o.h5' needs 3.0 GiB (draws 3.0 GiB, checkpoint 1.0 MiB) but /scratch has 1.1 GiB "
         "free: free space, choose another --out, or lower --draws"
     )
-    assert disk_space.checkpoint_bytes(1000, 2) == 2 * disk_space.checkpoint_bytes(1000, 2, True)
+    # The latest and the previous checkpoint stay while a new one is written beside them.
+    assert disk_space.checkpoint_bytes(1000, 2) == 3 * disk_space.checkpoint_bytes(1000, 2, True)
+    one_part = disk_space.checkpoint_bytes(1000, 2, True)
+    assert disk_space.checkpoint_bytes(1000, 2, True, parts=4) > one_part
 
 
 def test_size_grows_with_the_draws_and_a_resume_adds_only_new_shards():
@@ -141,8 +144,10 @@ def test_a_disk_filling_up_mid_run_ends_cleanly_and_resumes_to_the_same_draws(tm
         assert "Traceback" not in stderr
         kept = read_checkpoint(checkpoint_path(str(out))).draws_done
         assert 50 <= kept < 300
-        left = set(os.listdir(disk)) - {"filler", "o.h5", "o.h5.ckpt", "o.h5.parts"}
+        kept_files = {"filler", "o.h5", "o.h5.ckpt", "o.h5.ckpt.prev", "o.h5.ckpt.d", "o.h5.parts"}
+        left = set(os.listdir(disk)) - kept_files
         assert not left  # no torn checkpoint aside, no lock
+        assert not [n for n in os.listdir(disk / "o.h5.ckpt.d") if ".tmp" in n]
 
         os.remove(disk / "filler")
         args = ["run", str(EIGHT_SCHOOLS), *SETTINGS, "--out", str(out), "--resume"]

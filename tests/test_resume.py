@@ -106,7 +106,7 @@ def _checkpointed_run(tmp_path: Path) -> Path:
     return out
 
 
-def test_resume_refuses_changed_settings_model_and_corruption(tmp_path):
+def test_resume_refuses_changed_settings_model_and_corruption(tmp_path, uninterrupted):
     out = _checkpointed_run(tmp_path)
     before = Path(out).read_bytes()
 
@@ -125,12 +125,25 @@ def test_resume_refuses_changed_settings_model_and_corruption(tmp_path):
     assert proc.returncode == 2
     assert "model differs" in error_lines(proc.stderr)[0]
 
-    ckpt = Path(checkpoint_path(out))
-    ckpt.write_bytes(ckpt.read_bytes()[: len(ckpt.read_bytes()) // 2])
+    # A crash can tear the latest checkpoint; with the previous one torn too, nothing resumes.
+    latest = Path(checkpoint_path(out))
+    previous = Path(checkpoint_path(out) + ".prev")
+    kept = previous.read_bytes()
+    for manifest in (latest, previous):
+        manifest.write_bytes(manifest.read_bytes()[: len(manifest.read_bytes()) // 2])
     proc = resume()
     assert proc.returncode == 2
     assert "corrupted" in error_lines(proc.stderr)[0]
     assert Path(out).read_bytes() == before  # refused resumes never touch the output
+
+    # With the previous one intact, the run resumes from it to the uninterrupted draws.
+    previous.write_bytes(kept)
+    proc = resume()
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming from the previous checkpoint" in proc.stdout + proc.stderr
+    resumed = _posterior(out)
+    for key in ("posterior/mu", "posterior/theta", "sample_stats/lp"):
+        np.testing.assert_array_equal(resumed[key], uninterrupted[key], err_msg=key)
 
 
 def test_exception_on_one_rank_ends_every_rank_fast_and_keeps_flushed_draws(tmp_path):
