@@ -1,7 +1,7 @@
 """The default NUTS on the five test targets of ``hmc_targets.py``: what its early warmup end
 costs or saves, counted in gradients (warmup included) and checked by ESS and R-hat.
 
-    python benchmarks/nuts_targets.py --seeds 3,4 --windows 200,100
+    python benchmarks/nuts_targets.py --seeds 3,4 --windows 200,100 [--noise 1.5]
 
 In-process, float64, 4 vmapped chains (each chain's own leapfrogs counted) of ``--tune`` (a
 cap) + 1000 draws from uniform(-2, 2) starts. ``--windows`` sets ``nuts.CONVERGED_WINDOW``, the
@@ -29,11 +29,12 @@ jax.config.update("jax_enable_x64", True)
 CHAINS, DRAWS = 4, 1000
 
 
-def run(logdensity, dim: int, seed: int, window: int, early: int, tune: int) -> dict:
+def run(logdensity, dim: int, seed: int, window: int, early: int, tune: int, noise: float) -> dict:
     from mpi_pymc import diagnostics
     from mpi_pymc.samplers import nuts
 
     nuts.CONVERGED_WINDOW = window if window > 0 else 10**9
+    nuts.CONVERGED_NOISE = noise
     nuts.EARLY_DEPTH = early
     kernel = nuts.Nuts(lambda x, data: logdensity(x), tune=tune, target_accept=0.8, max_depth=10)
     keys = jax.random.split(jax.random.PRNGKey(seed), CHAINS)
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--early-depths", default="0,6", help="nuts.EARLY_DEPTH values (0: no early cap)"
     )
+    parser.add_argument(
+        "--noise", type=float, default=1.5, help="nuts.CONVERGED_NOISE (0: the fixed bound only)"
+    )
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--targets", default="diag,corr100,corr10,t5,eight")
     args = parser.parse_args(argv)
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                 for w in args.windows.split(",")
                 for e in args.early_depths.split(",")
             ]:
-                r = run(*table[name], seed, window, early, args.tune)
+                r = run(*table[name], seed, window, early, args.tune, args.noise)
                 print(
                     f"| {name} | {seed} | {window or 'off'} | {early or 'off'} | "
                     f"{r['warmup_iterations']:.0f} | "
