@@ -407,6 +407,9 @@ def _run_phases(job: _Job, model) -> RunResult:
     sampled = sample_in_chunks(job, chains, sampled, writer, saver, progress, deadline)
     progress.close()
     result = finish(job, chains, sampled, writer, io)
+    # Every rank's phases (rank 0's are `timings`): how each phase scales with the ranks.
+    mine = {**job.timings, "checkpoint_writes": saver.seconds}
+    writer.set_attrs({"rank_timings": job.comm.allgather(mine)})
     writer.close()
     job.comm.Barrier()
     if node_data is not None:
@@ -1027,6 +1030,7 @@ class _CheckpointSaver:
         # Names this run's parts apart from a resumed run's, whose parts stay until replaced.
         self.run_label = comm.bcast(os.urandom(4).hex() if comm.Get_rank() == 0 else None, 0)
         self.saves = 0
+        self.seconds = 0.0  # spent in save(), part of the warmup and io phases
         self.meta = {
             "settings": config.settings_for_fingerprint(),
             "fingerprint": compiled.fingerprint,
@@ -1049,6 +1053,7 @@ class _CheckpointSaver:
         from mpi_pymc.checkpoint import write_manifest, write_part
         from mpi_pymc.storage import write_failure
 
+        t0 = time.perf_counter()
         self.saves += 1
         label = f"{self.run_label}-{self.saves:06d}"
         leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state)]
@@ -1070,6 +1075,7 @@ class _CheckpointSaver:
             except OSError as exc:
                 error = failed(self.path, exc)
         agree(self.comm, error, "writing the checkpoint")
+        self.seconds += time.perf_counter() - t0
 
 
 def _diagnostics_of(writer, chains: _Chains, comm, draws: int) -> dict:
