@@ -65,7 +65,8 @@ def sample(
     names and defaults: ``chains_per_rank``, ``sampler``, ``chain_method``, ``precision``,
     ``max_tree_depth``, ``adapt_group``, ``gpus_per_rank``, ``chunk_draws``, ``io``, ``out``,
     ``overwrite``, ``resume``, ``until_ess``, ``until_rhat``, ``max_time`` (seconds or
-    ``"HH:MM:SS"``), ``check_logp``.
+    ``"HH:MM:SS"``), ``check_logp``, ``log_likelihood``, ``posterior_predictive`` (the groups
+    added when the draws are complete, as :func:`postprocess` adds them).
 
     ``out``: the HDF5 file; by default a new file under ``./mpi_pymc_runs/`` for every call.
     ``ranks``: from a single process, launch this many ranks (``launcher``: ``auto``,
@@ -122,6 +123,8 @@ def settings(
     until_rhat: float = DEFAULT_UNTIL_RHAT,
     max_time: float | str | None = None,
     check_logp: bool = True,
+    log_likelihood: bool = False,
+    posterior_predictive: bool = False,
 ) -> tuple[Any, RunConfig]:
     """``sample()``'s arguments as (model object or None, RunConfig) — shared with submit()."""
     model, model_path, model_name = _resolve_model(model)
@@ -150,6 +153,8 @@ def settings(
         until_rhat=until_rhat,
         max_time=_seconds(max_time),
         check_logp=check_logp,
+        log_likelihood=log_likelihood,
+        posterior_predictive=posterior_predictive,
         command_line=[sys.executable, *sys.argv],
     )
     if resume and config.out is None:

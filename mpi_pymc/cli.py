@@ -100,6 +100,8 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
         until_rhat=args.until_rhat,
         max_time=None if args.max_time is None else parse_duration(args.max_time),
         check_logp=args.check_logp,
+        log_likelihood=args.log_likelihood,
+        posterior_predictive=args.posterior_predictive,
         command_line=["python", "-m", "mpi_pymc", *argv],
     )
 

@@ -47,6 +47,9 @@ class RunConfig:
     max_time: float | None = None
     # Compare the JAX log-density with PyTensor's own before sampling (translation.py).
     check_logp: bool = True
+    # Post-processing groups added once the draws are complete (postprocessing.py).
+    log_likelihood: bool = False
+    posterior_predictive: bool = False
     command_line: list[str] = field(default_factory=list)
 
     def settings_for_fingerprint(self) -> dict:

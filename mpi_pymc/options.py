@@ -116,6 +116,17 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--io", default="auto", help="auto (default), mpio (parallel HDF5) or shards")
     g.add_argument(
+        "--log-likelihood",
+        action="store_true",
+        help="when the draws are complete, add the log_likelihood group (as the postprocess "
+        "command does: every rank for its own chains)",
+    )
+    g.add_argument(
+        "--posterior-predictive",
+        action="store_true",
+        help="when the draws are complete, add the posterior_predictive group",
+    )
+    g.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,

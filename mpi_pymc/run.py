@@ -416,7 +416,29 @@ def _run_phases(job: _Job, model) -> RunResult:
         node_data.free()  # nothing reads the model's data any more
     if not result.resumable:
         saver.remove()
+        add_groups(job, model)
     return result
+
+
+def add_groups(job: _Job, model) -> None:
+    """``--log-likelihood``/``--posterior-predictive``: the post-processing pass on the same
+    ranks, over the complete file (the output lock is still held)."""
+    from mpi_pymc.postprocessing import PostprocessConfig, postprocess
+
+    config = job.config
+    if not (config.log_likelihood or config.posterior_predictive):
+        return
+    postprocess(
+        PostprocessConfig(
+            out=str(config.out),
+            log_likelihood=config.log_likelihood,
+            posterior_predictive=config.posterior_predictive,
+            gpus_per_rank=config.gpus_per_rank,
+        ),
+        comm=job.comm,
+        echo=job.echo,
+        model=model,
+    )
 
 
 def guard_launcher(size: int, environ=os.environ) -> None:

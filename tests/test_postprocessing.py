@@ -267,3 +267,25 @@ def test_the_python_api_adds_the_groups_in_this_process(eight_schools, tmp_path)
     _assert_log_likelihood_is_pymcs(out, EIGHT_SCHOOLS)
     with pytest.raises(mpi_pymc.UserError, match="--overwrite-groups"):
         mpi_pymc.postprocess(str(out), _load_model(EIGHT_SCHOOLS))
+
+
+def test_run_adds_the_groups_on_4_ranks_as_a_one_rank_pass_does(tmp_path):
+    """``run --log-likelihood --posterior-predictive`` on 4 ranks: PyMC's log-likelihood, and
+    both groups bit-identical to a later pass over the same draws on one rank."""
+    out = tmp_path / "run" / "fit.h5"
+    out.parent.mkdir()
+    settings = ["--tune", "40", "--draws", "40", "--chains", "4", "--seed", "5",
+                "--chunk-draws", "20", "--chain-method", "sequential"]  # fmt: skip
+    proc = run_ranks(4, ["run", str(EIGHT_SCHOOLS), *settings, "--out", str(out), *BOTH],
+                     cwd=out.parent)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "to write" in proc.stdout  # the pass's plan line, with the size it checked
+    _assert_log_likelihood_is_pymcs(out, EIGHT_SCHOOLS)
+    again = _copy(out, tmp_path / "again")
+    proc = _postprocess(None, EIGHT_SCHOOLS, again, *BOTH, "--overwrite-groups")
+    assert proc.returncode == 0, proc.stderr
+    for group in ("log_likelihood", "posterior_predictive"):
+        ours = _values(out, group)
+        assert ours
+        for name, values in _values(again, group).items():
+            np.testing.assert_array_equal(ours[name], values, err_msg=f"{group}/{name}")
