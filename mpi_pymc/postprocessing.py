@@ -387,8 +387,9 @@ def _dims_of(name: str, shape: tuple, observed_dims: tuple, coords: dict) -> tup
 
 
 def check_same_model(compiled, facts: RunFacts) -> str | None:
-    """Refuse a model whose variables or data differ from the sampled one's. The program
-    hash alone may differ between package versions: then a note (returned) is enough."""
+    """Refuse a model whose variables or data differ from the sampled one's. The log-density
+    at the initial point alone may differ (other package versions, or a file written before
+    the fingerprint held it): then a note (returned) is enough."""
     ours, theirs = compiled.fingerprint_parts, facts.fingerprint_parts
     for part, what in (("variables", "free variables"), ("data", "data")):
         if json.loads(json.dumps(ours[part])) != theirs.get(part):
@@ -396,10 +397,11 @@ def check_same_model(compiled, facts: RunFacts) -> str | None:
                 f"the model's {what} differ from the sampled run's: post-process with the "
                 "model file (and data) the run sampled"
             )
-    if ours["program"] != theirs.get("program"):
+    key = "logdensity_at_initial_point"
+    if ours[key] != theirs.get(key):
         return (
-            "note: the model's compiled program differs from the sampled run's (other "
-            "PyMC/JAX versions?); its variables and data match"
+            "note: the model's log-density at its initial point differs from the sampled "
+            "run's (other PyMC/JAX versions?); its variables and data match"
         )
     return None
 
