@@ -153,6 +153,7 @@ def step_mpi(args: argparse.Namespace) -> int:
         env_extra={},
         ranks_per_node=1,
         keep_output=False,
+        cold_cache=not args.warm_cache,
     )
     record.update(
         step="mpi",
@@ -160,6 +161,7 @@ def step_mpi(args: argparse.Namespace) -> int:
         precision=args.precision,
         adapt_group=args.adapt_group,
         until_ess=args.until_ess,
+        jax_cache="warm" if args.warm_cache else "cold",
     )
     record.pop("diagnostics", None)
     _show_log(record)
@@ -288,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapt-group", type=int, default=1, help="mpi_pymc's --adapt-group")
     parser.add_argument("--until-ess", type=int, help="mpi_pymc's --until-ess (time to answer)")
     parser.add_argument("--chunk-draws", type=int, default=50, help="with --until-ess (50)")
+    parser.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="use the user's JAX compilation cache (kept between runs) instead of an empty one",
+    )
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     steps = {"facts": step_facts, "reference": step_reference, "mpi": step_mpi,

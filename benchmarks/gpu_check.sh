@@ -27,6 +27,8 @@
 #   8d. answer_nuts / answer_hmc: time to answer, --until-ess GOAL (10,000; SMOKE 1,000) with
 #      64 float32 chains, --draws 2000 as the cap, goal checked every 50 draws, cold JAX cache:
 #      the default NUTS, and hmc with --adapt-group 64
+#   8e. answer_warm: 8d for hmc then NUTS, each twice with the user's JAX compile cache (the
+#      first run fills it, the second starts warm)
 #   9. collect: $OUT/gpu_results.json and $OUT/gpu_results.md; the whole log is
 #      $OUT/gpu_check.log, one JSON line per step in $OUT/steps.jsonl
 # STEPS="facts hmc_many" runs only the steps named (keys in want() below); default all.
@@ -63,7 +65,8 @@ fi
 DEADLINE=$((SECONDS + BUDGET))
 
 # want KEY: is step KEY among STEPS ("all", or some of: facts reference hmc4 hmc_many hmc_most
-# hmc_long hmc_alone nuts4 nuts_profile nuts_profile_pytensor nuts_many answer_nuts answer_hmc)?
+# hmc_long hmc_alone nuts4 nuts_profile nuts_profile_pytensor nuts_many answer_nuts answer_hmc
+# answer_warm)?
 want() {
     [ "$STEPS" = all ] || [[ " $STEPS " == *" $1 "* ]]
 }
@@ -180,6 +183,19 @@ main() {
     want answer_hmc && step "time to ESS $GOAL, hmc f32 $MANY chains" 120 $PYTHON \
         benchmarks/gpu_check.py mpi "${g[@]}" "${answer[@]}" --name "answer-hmc-${MANY}ch" \
         --sampler hmc --adapt-group $MANY
+    # The same twice with the user's compile cache: the first run fills it (a cold start), the
+    # second is what a user's next run of this model costs (XLA programs loaded, not compiled).
+    local name
+    for name in hmc nuts; do
+        local extra=()
+        [ $name = hmc ] && extra=(--sampler hmc --adapt-group $MANY)
+        want answer_warm && step "time to ESS $GOAL, $name, fills the compile cache" 120 $PYTHON \
+            benchmarks/gpu_check.py mpi "${g[@]}" "${answer[@]}" "${extra[@]}" --warm-cache \
+            --name "answer-$name-${MANY}ch-fill"
+        want answer_warm && step "time to ESS $GOAL, $name, warm compile cache" 120 $PYTHON \
+            benchmarks/gpu_check.py mpi "${g[@]}" "${answer[@]}" "${extra[@]}" --warm-cache \
+            --name "answer-$name-${MANY}ch-warm"
+    done
     echo
     echo "== collect"
     timeout 60 $PYTHON benchmarks/gpu_check.py collect --out "$OUT" $SMOKE_FLAG

@@ -103,7 +103,10 @@ def _configure_jax(precision: str) -> None:
         try:
             os.makedirs(cache, exist_ok=True)
             jax.config.update("jax_compilation_cache_dir", cache)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+            # Every program, the small ones too (initial points, sampler state, constrain,
+            # fingerprint): a warm run of eight schools on this project's 2-core VM spent
+            # 0.35 s less in init and sampling than with a 0.5 s floor, for 0.1 MiB more cache.
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         except OSError:
             pass  # an unwritable cache only costs compile time
 
