@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mpi_pymc.graph_rewrites import optimize_for_jax
+from mpi_pymc.graph_rewrites import fold_data_conditions, optimize_for_jax
 
 # Smaller constants stay in the graph: they are parameters of the model, not data.
 DATA_MIN_ELEMENTS = 256
@@ -130,18 +130,34 @@ def jax_graph(value_vars, outputs, data_vars, rewrites: bool = True):
     return fgraph
 
 
-def jaxify(value_vars, outputs, data_vars, rewrites: bool = True):
+def jaxify(value_vars, outputs, data_vars, rewrites: bool = True, float_dtype=None):
     """JAX function ``f(*values, *data) -> list`` of ``outputs``, data as arguments.
 
-    ``rewrites=False`` leaves out ours (``graph_rewrites``): PyTensor's JAX program as the
-    numpyro path compiles it, for benchmarks that measure what the rewrites gain."""
+    With our rewrites, conditions on the data alone are evaluated here, once
+    (``graph_rewrites.fold_data_conditions``): call the function with
+    ``data_values(data_vars, float_dtype)``, as every caller does. ``rewrites=False`` leaves
+    ours out: PyTensor's JAX program as the numpyro path compiles it, for benchmarks that
+    measure what the rewrites gain."""
     from mpi_pymc import jax_ops
 
     jax_ops.register()  # the ops this PyTensor cannot translate (erfcx on pytensor 2.x)
     import pymc.sampling.jax  # noqa: F401  (registers JAX translations PyMC adds)
     from pytensor.link.jax.dispatch import jax_funcify
 
-    return jax_funcify(jax_graph(value_vars, outputs, data_vars, rewrites))
+    fgraph = jax_graph(value_vars, outputs, data_vars, rewrites)
+    if rewrites:
+        # The placeholders are the fgraph's last inputs; the values are those the program
+        # will be called with, in the placeholders' dtypes.
+        values = data_values(data_vars, float_dtype) if float_dtype else map(_value_of, data_vars)
+        placeholders = fgraph.inputs[len(value_vars) :]
+        fold_data_conditions(
+            fgraph,
+            {
+                ph: np.asarray(value).astype(ph.type.dtype, copy=False)
+                for ph, value in zip(placeholders, values, strict=True)
+            },
+        )
+    return jax_funcify(fgraph)
 
 
 def _dims_for(model, name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
@@ -188,8 +204,8 @@ def compile_model(model, precision: str = "float64", rewrites: bool = True) -> C
     )
     data_vars = data_inputs([logp, *posterior_outputs])
     try:
-        logp_fn = jaxify(value_vars, [logp], data_vars, rewrites)
-        constrain_fn = jaxify(value_vars, posterior_outputs, data_vars, rewrites)
+        logp_fn = jaxify(value_vars, [logp], data_vars, rewrites, float_dtype)
+        constrain_fn = jaxify(value_vars, posterior_outputs, data_vars, rewrites, float_dtype)
     except NotImplementedError as exc:
         from mpi_pymc.translation import unsupported_op
 

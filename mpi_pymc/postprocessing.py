@@ -337,7 +337,7 @@ def build_pointwise(model, compiled, config: PostprocessConfig, precision: str) 
     data = tuple(jnp.asarray(v) for v in data_values(data_vars, float_dtype))
     programs = [
         (
-            jaxify([*inputs, *rngs], outputs, data_vars),
+            jaxify([*inputs, *rngs], outputs, data_vars, float_dtype=float_dtype),
             len(rngs),
             [
                 float_dtype if out.type.dtype.startswith("float") else out.type.dtype

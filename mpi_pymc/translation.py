@@ -137,7 +137,7 @@ def _first_differing_term(model, compiled, names, terms, flat, reference, rtol):
 
     sums = [t.sum() for t in terms]
     data_vars = data_inputs(sums)
-    fn = jaxify(list(model.value_vars), sums, data_vars)
+    fn = jaxify(list(model.value_vars), sums, data_vars, float_dtype=compiled.float_dtype)
     data = [jnp.asarray(v) for v in data_values(data_vars, compiled.float_dtype)]
     values = compiled.unravel(jnp.asarray(flat, compiled.float_dtype))
     got = [float(v) for v in fn(*values, *data)]

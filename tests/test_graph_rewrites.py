@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pymc as pm
+import pytensor
 import pytensor.tensor as pt
 import pytest
 
@@ -61,8 +62,30 @@ def _shared_branch(n=300, seed=4):
     return model
 
 
+def _poisson_log(n=300, seed=5):
+    """A count likelihood: its support check ``y >= 0`` holds for every observation."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    with pm.Model() as model:
+        a = pm.Normal("a", 0.0, 1.0)
+        b = pm.Normal("b", 0.0, 0.5)
+        pm.Poisson("k", mu=pm.math.exp(a + b * x), observed=rng.poisson(np.exp(0.3 + 0.2 * x)))
+    return model
+
+
+def _out_of_support(n=300, seed=6):
+    """One observation outside the Bernoulli's support: the log-density is -inf everywhere."""
+    model = _logistic(n=n, seed=seed)
+    y = model.rvs_to_values[model["y"]]
+    bad = np.asarray(y.data).copy()
+    bad[7] = 2
+    y.data = bad
+    return model
+
+
 MODELS = {
     "logistic": _logistic,
+    "poisson_log": _poisson_log,
     "binomial_logit": _binomial_logit,
     "bernoulli_p": _bernoulli_p,
     "shared_branch": _shared_branch,
@@ -148,3 +171,56 @@ def test_float32_program_stays_float32():
     jax.config.update("jax_enable_x64", True)
     expected = reference.logdensity(jnp.asarray(reference.initial_flat), reference.data)
     np.testing.assert_allclose(float(value), float(expected), rtol=1e-5)
+
+
+def _data_only_conditions(fgraph, values):
+    """Each switch on the data alone in ``fgraph``: whether its condition is the same for
+    every element."""
+    from pytensor.scalar import basic as ps
+    from pytensor.tensor.elemwise import Elemwise
+
+    from mpi_pymc.graph_rewrites import _data_only
+
+    placeholders = list(values)
+    found = []
+    for node in fgraph.apply_nodes:
+        if not (isinstance(node.op, Elemwise) and isinstance(node.op.scalar_op, ps.Switch)):
+            continue
+        cond = node.inputs[0]
+        if _data_only(fgraph, cond, set(placeholders)):
+            value = np.asarray(
+                pytensor.function(placeholders, cond, on_unused_input="ignore")(*values.values())
+            )
+            found.append(bool(value.all() or not value.any()))
+    return found
+
+
+@pytest.mark.parametrize("name", ["logistic", "poisson_log", "shared_branch"])
+def test_switches_on_the_data_alone_are_folded_when_uniform(name):
+    """PyMC's support check on the observed values (``y >= 0``...) holds for every observation:
+    it goes. A condition that varies along the data (the Bernoulli's sign switch after our
+    lift, the potential's ``x > 0``) stays."""
+    from mpi_pymc.compile import _value_of, data_inputs, jax_graph
+    from mpi_pymc.graph_rewrites import fold_data_conditions
+
+    model = MODELS[name]()
+    logp = model.logp()
+    data_vars = data_inputs([logp])
+    fgraph = jax_graph(list(model.value_vars), [logp], data_vars)
+    placeholders = fgraph.inputs[len(model.value_vars) :]
+    values = {ph: _value_of(v) for ph, v in zip(placeholders, data_vars, strict=True)}
+    before = _data_only_conditions(fgraph, values)
+    folded = fold_data_conditions(fgraph, values)
+    after = _data_only_conditions(fgraph, values)
+    assert folded == sum(before) and not any(after)
+    assert len(after) == len(before) - folded
+    if name != "shared_branch":
+        assert folded >= 1  # the likelihood's support check
+
+
+def test_data_outside_the_support_still_gives_minus_infinity():
+    model = _out_of_support()
+    compiled = compile_model(model, "float64")
+    assert not np.isfinite(model.compile_logp()(model.initial_point()))
+    value = jax.jit(compiled.logdensity)(jnp.asarray(compiled.initial_flat), compiled.data)
+    assert float(value) == -np.inf
