@@ -5,7 +5,8 @@
 In-process, float64, 4 vectorized chains of 1000 warmup + 1000 draws from uniform(-2, 2)
 starts. Targets: a diagonal Gaussian with scales 0.1 to 10 (D=20); rotated Gaussians with
 condition numbers 10 and 100 (D=50); a Student-t with 5 degrees of freedom and scales 1 to 5
-(D=20); non-centred eight schools (D=10). For each it prints leapfrogs per draw, min bulk and
+(D=20); non-centred eight schools (D=10); ``logit``, a logistic regression (D=20, not run by
+default here). For each it prints leapfrogs per draw, min bulk and
 tail ESS, the same per 1000 gradients (all chains' leapfrogs), min bulk ESS of the squares per
 1000 gradients, and max rank R-hat. Group sizes must divide the 4 chains.
 """
@@ -45,6 +46,18 @@ def targets() -> dict:
         return prior - 0.5 * jnp.sum(((y - mu - tau * tilde) / s) ** 2)
 
     out["eight"] = (eight, 10)
+
+    # A logistic regression (N=5,000, D=20, standard normal prior) on synthetic data: the
+    # posterior shape of the example model, small enough to run in seconds.
+    design = rng.normal(size=(5000, 20))
+    truth = 0.5 * rng.normal(size=20)
+    outcome = (rng.uniform(size=5000) < 1 / (1 + np.exp(-design @ truth))).astype(float)
+
+    def logit(b):
+        eta = design @ b
+        return -0.5 * b @ b + jnp.sum(outcome * eta - jnp.logaddexp(0.0, eta))
+
+    out["logit"] = (logit, 20)
     return out
 
 

@@ -105,7 +105,14 @@ def test_a_short_run_returns_the_documented_stats(name, chain_method, extra, com
 _KERNEL = [".i", ".position", ".logdensity", ".grad", ".rng_key", ".log_step_size"]
 _ADAPT = [".da.mu", ".da.hbar", ".da.log_avg", ".da.n", ".wf.n", ".wf.mean", ".wf.m2"]
 CHECKPOINT_LEAVES = {
-    "nuts": [*_KERNEL, ".inverse_mass_matrix", *_ADAPT],
+    "nuts": [
+        *_KERNEL,
+        ".inverse_mass_matrix",
+        *_ADAPT,
+        ".grad_wf.n",
+        ".grad_wf.mean",
+        ".grad_wf.m2",
+    ],
     "hmc": [
         *_KERNEL,
         ".inverse_mass_matrix",
