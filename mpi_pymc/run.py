@@ -1027,7 +1027,10 @@ def _restore_state(fresh_state, ckpt, chain_group: range):
 
     fresh, treedef = jax.tree_util.tree_flatten(fresh_state)
     if len(fresh) != len(ckpt.leaves):
-        raise AgreedError("--resume: the checkpoint does not match this sampler's state layout")
+        raise AgreedError(
+            "--resume: the checkpoint does not match this sampler's state layout (written by "
+            "another version of mpi_pymc): start the run again without --resume"
+        )
     restored = []
     offset = chain_group.start - ckpt.chains.start
     for new, saved in zip(fresh, ckpt.leaves, strict=True):

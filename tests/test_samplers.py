@@ -131,3 +131,21 @@ def test_kernel_states_keep_the_checkpoint_leaf_order(name, compiled):
         jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]
     ]
     assert paths == CHECKPOINT_LEAVES[name]
+
+
+def test_a_checkpoint_of_an_older_state_layout_is_refused_in_one_line(compiled):
+    """A NUTS checkpoint written before the gradient moments joined the state (its first 13
+    leaves) cannot resume: one line saying so and what to do, not a shape error."""
+    from mpi_pymc.checkpoint import Checkpoint
+    from mpi_pymc.errors import UserError
+    from mpi_pymc.run import _restore_state
+
+    backend = samplers.backend_for("nuts")(compiled, _config("nuts"))
+    one = backend.init(jax.random.PRNGKey(0), compiled.initial_flat, compiled.data)
+    state = jax.tree_util.tree_map(lambda leaf: leaf[None], one)  # a rank of one chain
+    batched = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state)]
+    chains = range(0, 1)
+    assert _restore_state(state, Checkpoint(batched, {}, chains), chains) is not None
+    older = Checkpoint(batched[: len(CHECKPOINT_LEAVES["nuts"]) - 3], {}, chains)
+    with pytest.raises(UserError, match="state layout .* without --resume"):
+        _restore_state(state, older, chains)
