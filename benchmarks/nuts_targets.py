@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--noise", type=float, default=1.5, help="nuts.CONVERGED_NOISE (0: the fixed bound only)"
     )
-    parser.add_argument("--metrics", default="fisher", help="nuts.METRIC values")
+    parser.add_argument("--metrics", default="variance", help="nuts.METRIC values")
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--targets", default="logit,diag,corr100,corr10,t5,eight")
     args = parser.parse_args(argv)
