@@ -6,9 +6,9 @@ In-process, float64, 4 vectorized chains of 1000 warmup + 1000 draws from unifor
 starts. Targets: a diagonal Gaussian with scales 0.1 to 10 (D=20); rotated Gaussians with
 condition numbers 10 and 100 (D=50); a Student-t with 5 degrees of freedom and scales 1 to 5
 (D=20); non-centred eight schools (D=10); ``logit``, a logistic regression (D=20, not run by
-default here). For each it prints leapfrogs per draw, min bulk and
-tail ESS, the same per 1000 gradients (all chains' leapfrogs), min bulk ESS of the squares per
-1000 gradients, and max rank R-hat. Group sizes must divide the 4 chains.
+default here). For each it prints leapfrogs per draw, min bulk and tail ESS, the same per 1000
+gradients (all chains' leapfrogs), min bulk ESS of the squares per 1000 gradients, and max
+rank R-hat. Group sizes must divide the 4 chains.
 """
 
 from __future__ import annotations

@@ -6,9 +6,8 @@ costs or saves, counted in gradients (warmup included) and checked by ESS and R-
 In-process, float64, 4 vmapped chains (each chain's own leapfrogs counted) of ``--tune`` (a
 cap) + 1000 draws from uniform(-2, 2) starts. ``--windows`` sets ``nuts.CONVERGED_WINDOW``, the
 shortest slow window after which a chain whose metric has settled ends its warmup (0: never,
-Stan's full schedule), ``--early-depths`` ``nuts.EARLY_DEPTH``, the tree depth cap before
-the first metric update (0: none), and ``--metrics`` ``nuts.METRIC``, the slow windows' mass
-matrix estimate (``fisher``, ``variance``). For each it prints the warmup iterations run (mean
+Stan's full schedule), and ``--early-depths`` ``nuts.EARLY_DEPTH``, the tree depth cap before
+the first metric update (0: none). For each it prints the warmup iterations run (mean
 over chains), leapfrogs in warmup and in sampling per chain, min bulk and tail ESS, min bulk
 ESS per 1000 gradients of the whole run (warmup included) and max rank R-hat.
 """
@@ -30,16 +29,13 @@ jax.config.update("jax_enable_x64", True)
 CHAINS, DRAWS = 4, 1000
 
 
-def run(
-    logdensity, dim: int, seed: int, window: int, early: int, tune: int, noise: float, metric: str
-) -> dict:
+def run(logdensity, dim: int, seed: int, window: int, early: int, tune: int, noise: float) -> dict:
     from mpi_pymc import diagnostics
     from mpi_pymc.samplers import nuts
 
     nuts.CONVERGED_WINDOW = window if window > 0 else 10**9
     nuts.CONVERGED_NOISE = noise
     nuts.EARLY_DEPTH = early
-    nuts.METRIC = metric
     kernel = nuts.Nuts(lambda x, data: logdensity(x), tune=tune, target_accept=0.8, max_depth=10)
     keys = jax.random.split(jax.random.PRNGKey(seed), CHAINS)
     starts = jnp.asarray(np.random.default_rng(seed).uniform(-2, 2, (CHAINS, dim)))
@@ -92,28 +88,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--noise", type=float, default=1.5, help="nuts.CONVERGED_NOISE (0: the fixed bound only)"
     )
-    parser.add_argument("--metrics", default="variance", help="nuts.METRIC values")
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--targets", default="logit,diag,corr100,corr10,t5,eight")
     args = parser.parse_args(argv)
     table = targets()
     print(
-        "| target | seed | metric | window | early depth | warmup iterations "
+        "| target | seed | window | early depth | warmup iterations "
         "| warmup leapfrogs/chain | sampling leapfrogs/chain | min bulk | min tail "
         "| bulk/1000 grad (all) | max R-hat |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.targets.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
-            for metric, window, early in [
-                (m, int(w), int(e))
-                for m in args.metrics.split(",")
+            for window, early in [
+                (int(w), int(e))
                 for w in args.windows.split(",")
                 for e in args.early_depths.split(",")
             ]:
-                r = run(*table[name], seed, window, early, args.tune, args.noise, metric)
+                r = run(*table[name], seed, window, early, args.tune, args.noise)
                 print(
-                    f"| {name} | {seed} | {metric} | {window or 'off'} | {early or 'off'} | "
+                    f"| {name} | {seed} | {window or 'off'} | {early or 'off'} | "
                     f"{r['warmup_iterations']:.0f} | "
                     f"{r['warmup_steps']:,.0f} | {r['sampling_steps']:,.0f} | {r['bulk']:,.0f} | "
                     f"{r['tail']:,.0f} | {r['bulk_per_kgrad_total']:.1f} | {r['rhat']:.3f} |",

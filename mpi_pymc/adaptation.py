@@ -101,25 +101,6 @@ def restarted(window: Welford, restart, dtype) -> Welford:
     )
 
 
-def window_variance(window: Welford):
-    """The sample variance of a window's draws (0 for fewer than two)."""
-    return window.m2 / jnp.maximum(window.n - 1.0, 1.0)
-
-
-def fisher_variance(positions: Welford, grads: Welford):
-    """The diagonal inverse mass matrix that minimises the Fisher divergence between the
-    posterior and a Gaussian of that diagonal covariance, from one window's positions and
-    gradients: ``sqrt(var(x) / var(grad))`` per parameter (nutpie's estimate).
-
-    For a Gaussian posterior with independent coordinates ``grad = -(x - mu) / sigma**2``, so
-    the two window variances differ by exactly ``sigma**4`` and the estimate is ``sigma**2``
-    without the sampling noise of ``var(x)`` alone; with correlations it lies between the
-    marginal and the conditional variance. Clipped to [1e-20, 1e20] (a gradient that never
-    changes, for example)."""
-    ratio = window_variance(positions) / jnp.maximum(window_variance(grads), 1e-300)
-    return jnp.clip(jnp.sqrt(ratio), 1e-20, 1e20)
-
-
 def regularised(variance, count):
     """Stan's shrinkage of a window variance towards 1e-3 (weight 5 draws)."""
     return (count / (count + 5.0)) * variance + 1e-3 * (5.0 / (count + 5.0))

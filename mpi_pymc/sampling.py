@@ -98,7 +98,7 @@ def vmap_chains(fn, in_axes, group_size: int = 1):
 def _stack(trees):
     """Sequential chains' results, stacked on the host: ``jnp.stack`` (and ``x[i]`` below)
     would compile a small XLA program for every new shape, a dozen per run (0.3 s cold)."""
-    return jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+    return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *trees)
 
 
 def _unstack(tree, n: int):

@@ -30,26 +30,18 @@ than theirs at the same step size).
 
 Warmup is Stan's windowed adaptation: step size by dual averaging towards ``target_accept``
 (restarted at ``mu = log(10 eps)`` after each mass-matrix update, with the step size searched
-again), a diagonal mass matrix from each slow window (regularised as Stan does), and the
-averaged step size for sampling. The diagonal is Stan's ``var(x)`` of the window's positions
-(``METRIC = "variance"``). ``METRIC = "fisher"`` estimates it as nutpie does, ``sqrt(var(x) /
-var(grad))`` of the window's positions and gradients (the gradients' moments are kept either
-way): exact on a Gaussian, it gave more bulk ESS per gradient on four of six test targets
-(``benchmarks/nuts_targets.py --metrics variance,fisher``), but in whole runs of the default
-settings less tail ESS per draw on the logistic example (-3 to -5%) and much less on eight
-schools (-24 to -34%), so it is not the default (``benchmarks/README.md``).
-
-``tune`` is a cap, not a count: once a slow window of at least ``CONVERGED_WINDOW`` draws gives
-a metric that agrees with the one the window ran under (within ``CONVERGED_RMS``, or within what
-estimation noise alone explains for two windows of their sizes, ``CONVERGED_NOISE``), the chain
-skips its remaining slow windows and runs the terminal window (Stan's last 50 iterations of
-step-size adaptation) straight away; its iteration counter jumps so that warmup ends at
-``tune``. Stan's later windows are the longest (500 of 1000 iterations), and they re-estimate a
-metric that has stopped changing. The decision is the chain's own, so its draws do not depend on
-the other chains or the ranks. Before the first mass-matrix update (the metric is still the
-identity) trees stop at depth ``EARLY_DEPTH``: on an ill-scaled target they would otherwise run
-to ``max_depth`` there and take most of a run's gradients (measured in
-``benchmarks/nuts_targets.py``).
+again), a diagonal mass matrix from the position variance of each slow window (regularised as
+Stan does), and the averaged step size for sampling. ``tune`` is a cap, not a count: once a
+slow window of at least ``CONVERGED_WINDOW`` draws gives a metric that agrees with the one the
+window ran under (within ``CONVERGED_RMS``, or within what estimation noise alone explains for
+two windows of their sizes, ``CONVERGED_NOISE``), the chain skips its remaining slow windows
+and runs the terminal window (Stan's last 50 iterations of step-size adaptation) straight away;
+its iteration counter jumps so that warmup ends at ``tune``. Stan's later windows are the
+longest (500 of 1000 iterations), and they re-estimate a metric that has stopped changing. The
+decision is the chain's own, so its draws do not depend on the other chains or the ranks.
+Before the first mass-matrix update (the metric is still the identity) trees stop at depth
+``EARLY_DEPTH``: on an ill-scaled target they would otherwise run to ``max_depth`` there and
+take most of a run's gradients (measured in ``benchmarks/nuts_targets.py``).
 
 Everything is per chain and pure (``init(key, position, data)``, ``step(state, data)``), so
 chains run vmapped or one after another and a checkpoint is the state.
@@ -90,9 +82,6 @@ EARLY_DEPTH = 6
 # Stan's step-size search doubles or halves until one leapfrog's acceptance crosses this.
 SEARCH_ACCEPT = 0.8
 SEARCH_MAX_TRIES = 50
-# The slow windows' estimate of the diagonal inverse mass matrix: "variance" (Stan's var(x))
-# or "fisher" (nutpie's sqrt(var(x) / var(grad)); measured, not the default: see above).
-METRIC = "variance"
 
 
 class NutsState(NamedTuple):
@@ -107,8 +96,6 @@ class NutsState(NamedTuple):
     # flat fields da_* and wf_* had: a checkpoint is the state's leaves, in order.)
     da: adaptation.DualAveraging
     wf: adaptation.Welford
-    # The gradients' moments over the same window (after every older leaf: see above).
-    grad_wf: adaptation.Welford
 
 
 class _Point(NamedTuple):
@@ -428,7 +415,6 @@ class Nuts(ChunkedWarmup):
             inverse_mass_matrix=inv_mass,
             da=da,
             wf=wf,
-            grad_wf=wf,
         )
 
     def _transition(self, state: NutsState, data, depth_limit=None, search=False):
@@ -486,11 +472,7 @@ class Nuts(ChunkedWarmup):
 
         # Welford over the slow window; at its end the mass matrix updates.
         wf = adaptation.welford(old.wf, new.position, slow)
-        grad_wf = adaptation.welford(old.grad_wf, new.grad, slow)
-        if METRIC == "fisher":
-            variance = adaptation.fisher_variance(wf, grad_wf)
-        else:
-            variance = adaptation.window_variance(wf)
+        variance = wf.m2 / jnp.maximum(wf.n - 1.0, 1.0)
         regularised = adaptation.regularised(variance, wf.n)
         inv_mass = jnp.where(window_end, regularised, old.inverse_mass_matrix).astype(dtype)
         change = jnp.sqrt(jnp.mean(jnp.log(regularised / old.inverse_mass_matrix) ** 2))
@@ -523,5 +505,4 @@ class Nuts(ChunkedWarmup):
                 n=jnp.where(window_end, zero, count).astype(dtype),
             ),
             wf=adaptation.restarted(wf, window_end, dtype),
-            grad_wf=adaptation.restarted(grad_wf, window_end, dtype),
         )
