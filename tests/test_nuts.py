@@ -132,6 +132,27 @@ def test_trees_before_the_first_metric_update_are_capped(monkeypatch):
     assert capped[:100].sum() < uncapped[:100].sum() / 2
 
 
+def test_the_first_warmup_iteration_searches_the_step_size():
+    """With warmup, ``init`` is one gradient: step 1, adaptation due (``da.n == 0``). The first
+    warmup iteration searches the step size before it moves, as the one after every metric
+    update does, and restarts dual averaging there. Without warmup ``init`` searches itself."""
+
+    def narrow(x, data):  # scale 0.01: a step of 1 is far too long
+        return -0.5 * jnp.sum((x / 0.01) ** 2)
+
+    key, start = jax.random.PRNGKey(1), jnp.full(4, 0.01)
+    kernel = Nuts(narrow, tune=100, target_accept=0.8, max_depth=10)
+    state = kernel.init(key, start, ())
+    assert float(state.log_step_size) == 0.0 and float(state.da.n) == 0
+    moved, _, stats = jax.jit(lambda s: kernel.warmup_step(s, ()))(state)
+    eps = float(stats["step_size"])
+    assert 1e-3 < eps < 0.1, eps
+    assert float(moved.da.n) == 1
+    np.testing.assert_allclose(float(moved.da.mu), np.log(10 * eps), rtol=1e-12)
+    sampling_only = Nuts(narrow, tune=0, target_accept=0.8, max_depth=10).init(key, start, ())
+    assert 1e-3 < float(jnp.exp(sampling_only.log_step_size)) < 0.1
+
+
 def test_funnel_centred_reports_divergences_and_noncentred_matches():
     _, _, centred = _run(_funnel, (), 10, tune=500, draws=500, seed=1)
     assert centred["diverging"].sum() > 0  # the neck: as Stan reports it

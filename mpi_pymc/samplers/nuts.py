@@ -373,9 +373,10 @@ class Nuts(ChunkedWarmup):
         self.schedule = warmup_schedule(tune)
         ends = np.flatnonzero(self.schedule.window_end)
         # At each window end, the draws of the window before it (0 for the first window).
-        sizes = np.diff(np.concatenate([[int(np.argmax(self.schedule.slow)) - 1], ends]))
         self.previous_window = np.zeros(max(tune, 1))
-        self.previous_window[ends[1:]] = sizes[:-1]
+        if len(ends):  # no slow window when tune < 20 (none at all with --tune 0)
+            sizes = np.diff(np.concatenate([[int(np.argmax(self.schedule.slow)) - 1], ends]))
+            self.previous_window[ends[1:]] = sizes[:-1]
         # Iterations before the first metric update (none when there is no slow window).
         self.early_until = int(ends[0]) + 1 if len(ends) and EARLY_DEPTH else 0
 
@@ -395,15 +396,22 @@ class Nuts(ChunkedWarmup):
         return jax.value_and_grad(lambda x: self.logdensity(x, data))
 
     def init(self, key, position, data) -> NutsState:
+        """The chain's state before its first iteration. With warmup the step size is not yet
+        searched: the first warmup iteration searches it (as it does after every mass-matrix
+        update, ``da.n == 0``), so this program is one gradient, not a step-size search and a
+        threefry draw of its own (it compiled in 0.5 s alone, 0.9-1.3 s on each of two ranks
+        side by side; ``benchmarks/README.md``). Without warmup it searches here, as Stan does."""
         value_and_grad = self._value_and_grad(data)
         logdensity, grad = value_and_grad(position)
-        randoms = draw_randoms(key, position.size, 0, position.dtype, search=True)
-        key = randoms.next_key.reshape(key.shape).astype(key.dtype)
         inv_mass = jnp.ones_like(position)
-        one = jnp.ones((), position.dtype)
-        step_size = search_step_size(
-            value_and_grad, randoms.search, position, logdensity, grad, inv_mass, one, True
-        )
+        step_size = jnp.ones((), position.dtype)
+        if not self.tune:
+            randoms = draw_randoms(key, position.size, 0, position.dtype, search=True)
+            key = randoms.next_key.reshape(key.shape).astype(key.dtype)
+            normals = randoms.search
+            step_size = search_step_size(
+                value_and_grad, normals, position, logdensity, grad, inv_mass, step_size, True
+            )
         da, wf = adaptation.start(position, step_size)
         return NutsState(
             i=jnp.zeros((), jnp.int32),
@@ -417,9 +425,10 @@ class Nuts(ChunkedWarmup):
             wf=wf,
         )
 
-    def _transition(self, state: NutsState, data, depth_limit=None, search=False):
+    def _transition(self, state: NutsState, data, randoms=None, depth_limit=None):
         dtype = state.position.dtype
-        randoms = draw_randoms(state.rng_key, state.position.size, self.max_depth, dtype, search)
+        if randoms is None:
+            randoms = draw_randoms(state.rng_key, state.position.size, self.max_depth, dtype)
         step_size = jnp.exp(state.log_step_size)
         proposal, stats = transition(
             self._value_and_grad(data),
@@ -440,25 +449,49 @@ class Nuts(ChunkedWarmup):
             rng_key=randoms.next_key.reshape(state.rng_key.shape).astype(state.rng_key.dtype),
         )
         stats = {**stats, "tree_depth": tree_depth(stats["n_steps"])}
-        return moved, {"lp": proposal.logdensity, "step_size": step_size, **stats}, randoms
+        return moved, {"lp": proposal.logdensity, "step_size": step_size, **stats}
 
     def step(self, state: NutsState, data):
         """A sampling iteration: the adapted step size and mass matrix stay as they are."""
-        moved, stats, _ = self._transition(state, data)
+        moved, stats = self._transition(state, data)
         return moved, moved.position, stats
 
     def warmup_step(self, state: NutsState, data):
-        """A warmup iteration: move, then adapt as Stan does. Past ``tune`` (a chain whose
-        warmup ended early, in a batch still adapting) it is a sampling step."""
+        """A warmup iteration: search the step size where the adaptation restarted (the first
+        iteration, and the one after each mass-matrix update: ``da.n == 0``), move, then adapt
+        as Stan does. Past ``tune`` (a chain whose warmup ended early, in a batch still
+        adapting) it is a sampling step."""
+        dtype = state.position.dtype
+        randoms = draw_randoms(
+            state.rng_key, state.position.size, self.max_depth, dtype, search=True
+        )
+        due = (state.da.n == 0) & (state.i < self.tune)
+        searched = search_step_size(
+            self._value_and_grad(data),
+            randoms.search,
+            state.position,
+            state.logdensity,
+            state.grad,
+            state.inverse_mass_matrix,
+            jnp.exp(state.log_step_size).astype(dtype),
+            due,
+        )
+        # Dual averaging restarts from the searched step: mu = log(10 eps), as in Stan.
+        state = state._replace(
+            log_step_size=jnp.where(due, jnp.log(searched), state.log_step_size).astype(dtype),
+            da=state.da._replace(
+                mu=jnp.where(due, jnp.log(10.0 * searched), state.da.mu).astype(dtype)
+            ),
+        )
         early = state.i < self.early_until
         depth_limit = jnp.where(early, min(EARLY_DEPTH, self.max_depth), self.max_depth)
-        moved, stats, randoms = self._transition(state, data, depth_limit, search=True)
-        adapted = self._adapt(state, moved, stats["acceptance_rate"], data, randoms.search)
+        moved, stats = self._transition(state, data, randoms, depth_limit)
+        adapted = self._adapt(state, moved, stats["acceptance_rate"])
         done = state.i >= self.tune
         adapted = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), moved, adapted)
         return adapted, moved.position, stats
 
-    def _adapt(self, old: NutsState, new: NutsState, accept_prob, data, normals) -> NutsState:
+    def _adapt(self, old: NutsState, new: NutsState, accept_prob) -> NutsState:
         dtype = new.position.dtype
         index = jnp.minimum(old.i, self.tune - 1)
         slow = jnp.asarray(self.schedule.slow)[index]
@@ -481,25 +514,16 @@ class Nuts(ChunkedWarmup):
         bound = jnp.maximum(CONVERGED_RMS, CONVERGED_NOISE * noise)
         converged = window_end & (previous > 0) & (wf.n >= CONVERGED_WINDOW) & (change < bound)
 
-        # After a metric update Stan searches the step size again and restarts the averaging.
-        searched = search_step_size(
-            self._value_and_grad(data),
-            normals,
-            new.position,
-            new.logdensity,
-            new.grad,
-            inv_mass,
-            jnp.exp(log_step).astype(dtype),
-            window_end,
-        )
+        # After a metric update the averaging restarts (n = 0), and the next iteration searches
+        # the step size again from the current iterate (warmup_step).
         zero = jnp.zeros((), dtype)
-        log_step = jnp.where(window_end, jnp.log(searched), jnp.where(last, log_avg, log_step))
+        log_step = jnp.where(last & ~window_end, log_avg, log_step)
         return new._replace(
             i=jnp.where(converged, max(self.schedule.final_start, 0), new.i),
             log_step_size=log_step.astype(dtype),
             inverse_mass_matrix=inv_mass,
             da=adaptation.DualAveraging(
-                mu=jnp.where(window_end, jnp.log(10.0 * searched), old.da.mu).astype(dtype),
+                mu=old.da.mu,
                 hbar=jnp.where(window_end, zero, hbar).astype(dtype),
                 log_avg=jnp.where(window_end, zero, log_avg).astype(dtype),
                 n=jnp.where(window_end, zero, count).astype(dtype),
