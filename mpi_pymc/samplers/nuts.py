@@ -399,7 +399,7 @@ class Nuts(ChunkedWarmup):
         """The chain's state before its first iteration. With warmup the step size is not yet
         searched: the first warmup iteration searches it (as it does after every mass-matrix
         update, ``da.n == 0``), so this program is one gradient, not a step-size search and a
-        threefry draw of its own (it compiled in 0.5 s alone, 0.9-1.3 s on each of two ranks
+        threefry draw of its own (it compiled in 0.5 s alone, 0.7-1.3 s on each of two ranks
         side by side; ``benchmarks/README.md``). Without warmup it searches here, as Stan does."""
         value_and_grad = self._value_and_grad(data)
         logdensity, grad = value_and_grad(position)
@@ -517,7 +517,7 @@ class Nuts(ChunkedWarmup):
         # After a metric update the averaging restarts (n = 0), and the next iteration searches
         # the step size again from the current iterate (warmup_step).
         zero = jnp.zeros((), dtype)
-        log_step = jnp.where(last & ~window_end, log_avg, log_step)
+        log_step = jnp.where(last, log_avg, log_step)
         return new._replace(
             i=jnp.where(converged, max(self.schedule.final_start, 0), new.i),
             log_step_size=log_step.astype(dtype),
