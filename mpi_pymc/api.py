@@ -64,9 +64,9 @@ def sample(
     ``pm.sample``; ``options`` are the CLI's (``python -m mpi_pymc run --help``) with the same
     names and defaults: ``chains_per_rank``, ``sampler``, ``chain_method``, ``precision``,
     ``max_tree_depth``, ``adapt_group``, ``gpus_per_rank``, ``chunk_draws``, ``io``, ``out``,
-    ``overwrite``, ``resume``, ``until_ess``, ``until_rhat``, ``max_time`` (seconds or
-    ``"HH:MM:SS"``), ``check_logp``, ``log_likelihood``, ``posterior_predictive`` (the groups
-    added when the draws are complete, as :func:`postprocess` adds them).
+    ``overwrite``, ``resume``, ``until_ess``, ``until_tail_ess``, ``until_rhat``, ``max_time``
+    (seconds or ``"HH:MM:SS"``), ``check_logp``, ``log_likelihood``, ``posterior_predictive``
+    (the groups added when the draws are complete, as :func:`postprocess` adds them).
 
     ``out``: the HDF5 file; by default a new file under ``./mpi_pymc_runs/`` for every call.
     ``ranks``: from a single process, launch this many ranks (``launcher``: ``auto``,
@@ -120,6 +120,7 @@ def settings(
     overwrite: bool = False,
     resume: bool = False,
     until_ess: int | None = None,
+    until_tail_ess: int | None = None,
     until_rhat: float = DEFAULT_UNTIL_RHAT,
     max_time: float | str | None = None,
     check_logp: bool = True,
@@ -150,6 +151,7 @@ def settings(
         overwrite=overwrite,
         resume=resume,
         until_ess=until_ess,
+        until_tail_ess=until_tail_ess,
         until_rhat=until_rhat,
         max_time=_seconds(max_time),
         check_logp=check_logp,

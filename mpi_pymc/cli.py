@@ -97,6 +97,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
         overwrite=args.overwrite,
         resume=args.resume,
         until_ess=args.until_ess,
+        until_tail_ess=args.until_tail_ess,
         until_rhat=args.until_rhat,
         max_time=None if args.max_time is None else parse_duration(args.max_time),
         check_logp=args.check_logp,

@@ -43,6 +43,8 @@ class RunConfig:
     overwrite: bool = False
     resume: bool = False
     until_ess: int | None = None
+    # The tail-ESS part of the goal: None is --until-ess itself, 0 no tail goal.
+    until_tail_ess: int | None = None
     until_rhat: float = DEFAULT_UNTIL_RHAT
     max_time: float | None = None
     # Compare the JAX log-density with PyTensor's own before sampling (translation.py).
@@ -70,6 +72,13 @@ class RunConfig:
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def tail_goal(self) -> int | None:
+        """Min tail ESS the ``--until-ess`` goal asks for (None without a goal)."""
+        if self.until_ess is None:
+            return None
+        return self.until_ess if self.until_tail_ess is None else self.until_tail_ess
 
 
 def parse_model_spec(spec: str) -> tuple[str, str | None]:
@@ -214,6 +223,15 @@ def validate(config: RunConfig, world_size: int, model_given: bool = False) -> R
     _check_adapt_group(config, chains, world_size)
     if config.until_ess is not None and config.until_ess <= 0:
         raise UserError(f"--until-ess must be a positive integer, got {config.until_ess}")
+    if config.until_tail_ess is not None:
+        if config.until_ess is None:
+            raise UserError(
+                "--until-tail-ess is part of an --until-ess goal: pass --until-ess N too"
+            )
+        if config.until_tail_ess < 0:
+            raise UserError(
+                f"--until-tail-ess must be 0 (no tail goal) or more, got {config.until_tail_ess}"
+            )
     if not config.until_rhat > 1.0:
         raise UserError(f"--until-rhat must be above 1 (e.g. 1.01), got {config.until_rhat}")
     if config.max_time is not None and config.max_time <= 0:

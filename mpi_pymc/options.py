@@ -39,6 +39,13 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         "at most --until-rhat; the file then holds exactly the draws taken",
     )
     g.add_argument(
+        "--until-tail-ess",
+        type=_positive_int,
+        metavar="M",
+        help="the tail-ESS part of --until-ess (default: N; 0: bulk ESS and R-hat only, for "
+        "means and standard deviations rather than interval ends)",
+    )
+    g.add_argument(
         "--until-rhat",
         type=float,
         default=DEFAULT_UNTIL_RHAT,

@@ -791,6 +791,7 @@ def root_attrs(
         "settings": config.settings_for_fingerprint(),
         "stopping": {
             "until_ess": config.until_ess,
+            "until_tail_ess": config.tail_goal,
             "until_rhat": config.until_rhat,
             "max_time": config.max_time,
             "job_end_time": job_end,
@@ -883,13 +884,15 @@ def sample_in_chunks(
         if (
             config.until_ess is not None
             and not sampled.stopped_by
-            and goal_reachable(int(config.chains or 0) * sampled.draw, config.until_ess)
+            and goal_reachable(
+                int(config.chains or 0) * sampled.draw, max(config.until_ess, config.tail_goal or 0)
+            )
         ):
             t_goal = time.perf_counter()
             sampled.goal_stats = _diagnostics_of(writer, chains, job.comm, sampled.draw)
             goal_seconds += time.perf_counter() - t_goal
             if (
-                goal_met(sampled.goal_stats, config.until_ess, config.until_rhat)
+                goal_met(sampled.goal_stats, config.until_ess, config.until_rhat, config.tail_goal)
                 and sampled.draw < config.draws
             ):
                 sampled.stopped_by = STOP_GOAL
@@ -974,17 +977,21 @@ def summary_lines(
 ) -> list[str]:
     """The finished run's report: table, warnings, the goal's verdict, where the draws are."""
     lines = [summary["table"], *(f"warning: {line}" for line in summary["warnings"])]
+    tail = config.tail_goal
+    tail_part = (
+        "" if tail == config.until_ess else ("no tail ESS, " if not tail else f"tail ESS {tail}, ")
+    )
+    goal = f"--until-ess {config.until_ess} ({tail_part}R-hat <= {config.until_rhat})"
     if outcome == STOP_GOAL:
         lines.append(
-            f"reached --until-ess {config.until_ess} (R-hat <= {config.until_rhat}) after "
-            f"{draw} of at most {config.draws} draws per chain: "
+            f"reached {goal} after {draw} of at most {config.draws} draws per chain: "
             f"{goal_progress(summary['stats'])}"
         )
     elif config.until_ess is not None:
         lines.append(
-            f"warning: --until-ess {config.until_ess} not reached within --draws "
-            f"{config.draws}: {goal_progress(summary['stats'])}; resume is not possible "
-            "for a complete run, start a longer one"
+            f"warning: {goal} not reached within --draws {config.draws}: "
+            f"{goal_progress(summary['stats'])}; resume is not possible for a complete run, "
+            "start a longer one"
         )
     lines.append(
         f"{divergences} divergences. Wrote {config.chains} chains x {draw} "

@@ -36,14 +36,17 @@ def _goal_measures(stats: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return bulk, tail, rhat
 
 
-def goal_met(stats: dict, until_ess: int, until_rhat: float) -> bool:
-    """Min bulk and tail ESS at least ``until_ess`` and max R-hat at most ``until_rhat``
-    (a NaN anywhere, e.g. a stuck parameter, means not yet)."""
+def goal_met(stats: dict, until_ess: int, until_rhat: float, tail_goal: int | None = None) -> bool:
+    """Min bulk ESS at least ``until_ess``, min tail ESS at least ``tail_goal`` (default
+    ``until_ess``; 0 asks nothing of it) and max R-hat at most ``until_rhat`` (a NaN in a
+    measure the goal uses, e.g. a stuck parameter, means not yet)."""
+    tail_goal = until_ess if tail_goal is None else tail_goal
     bulk, tail, rhat = _goal_measures(stats)
-    values = np.concatenate([bulk, tail, rhat])
+    values = np.concatenate([bulk, tail, rhat] if tail_goal else [bulk, rhat])
     if values.size == 0 or np.isnan(values).any():
         return False
-    return bool(bulk.min() >= until_ess and tail.min() >= until_ess and rhat.max() <= until_rhat)
+    tail_ok = not tail_goal or tail.min() >= tail_goal
+    return bool(bulk.min() >= until_ess and tail_ok and rhat.max() <= until_rhat)
 
 
 def goal_reachable(total_draws: int, until_ess: int) -> bool:

@@ -89,6 +89,7 @@ def test_ranks_that_disagree_are_named(tmp_path, name):
         (["--out", "/proc/o.h5"], "output directory '/proc' is not writable"),
         (["--until-ess", "0"], "--until-ess must be a positive integer"),
         (["--until-ess", "400", "--until-rhat", "0.99"], "--until-rhat must be above 1"),
+        (["--until-tail-ess", "100"], "--until-tail-ess is part of an --until-ess goal"),
         (["--max-time", "ten minutes"], "--max-time 'ten minutes' is not a duration"),
         (["--max-time", "0"], "--max-time must be positive"),
     ],

@@ -132,6 +132,7 @@ def test_answer_mode_times_launch_to_goal_against_pymc_defaults(tmp_path):
     mpirun_or_skip()
     outdir = tmp_path / "answer"
     args = parse(["answer", str(LOGISTIC), "--ranks", "2", "--until-ess", "150",
+                  "--until-tail-ess", "100",
                   "--env", "MPI_PYMC_N=300", "--env", "MPI_PYMC_D=2", "--draws", "2000",
                   "--tune", "200", "--chunk-draws", "50", "--timeout", "300",
                   "--outdir", str(outdir)])  # fmt: skip
@@ -143,10 +144,11 @@ def test_answer_mode_times_launch_to_goal_against_pymc_defaults(tmp_path):
     (point,) = results["points"]
     assert point["ok"] and point["goal"] == 150 and point["stopped_by"] == "until_ess"
     assert 50 <= point["draws"] < 2000 and point["draws"] % 50 == 0
-    assert point["min_ess_bulk"] >= 150 and point["min_ess_tail"] >= 150
+    assert point["min_ess_bulk"] >= 150 and point["min_ess_tail"] >= 100
+    assert results["settings"]["until_tail_ess"] == 100 and point["tail_goal"] == 100
     (row,) = results["comparisons"]
     assert row["mpi_pymc_meets_goal"]
-    assert row["baseline_meets_goal"] == meets_goal(baseline, 150)
+    assert row["baseline_meets_goal"] == meets_goal(baseline, 150, tail_goal=100)
     assert math.isclose(row["wall_fraction"], point["wall_seconds"] / baseline["wall_seconds"])
     assert "time to answer" in (outdir / "results.md").read_text()
     assert _png(outdir / "answer.png")

@@ -128,3 +128,10 @@ def test_answer_comparisons_judge_each_goal_on_both_sides():
     assert not meets_goal({**point, "max_r_hat": 1.02}, 500)
     assert not meets_goal({**point, "min_ess_tail": None}, 500)
     assert answer_comparisons([{**point, "ok": False}], [short])[0]["wall_fraction"] is None
+    # A tail goal of its own (bench answer --until-tail-ess): 0 asks nothing of tail ESS.
+    assert meets_goal({**point, "min_ess_tail": None}, 500, tail_goal=0)
+    assert meets_goal({**point, "min_ess_tail": 100.0}, 500, tail_goal=100)
+    assert not meets_goal({**point, "min_ess_tail": 99.0}, 500, tail_goal=100)
+    assert not meets_goal({**point, "min_ess_bulk": 499.0}, 500, tail_goal=0)
+    (bulk_only,) = answer_comparisons([{**point, "min_ess_tail": 50.0, "tail_goal": 0}], [short])
+    assert bulk_only["mpi_pymc_meets_goal"] and bulk_only["tail_goal"] == 0

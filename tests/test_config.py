@@ -55,11 +55,20 @@ def test_defaults_resolve_chains_and_output():
         ({"adapt_group": 2, "sampler": "hmc", "chains": 7}, "gives 2 or 3 per rank"),
         ({"model_path": "missing.py"}, "does not exist"),
         ({"model_path": "model.txt"}, "not a .py file"),
+        ({"until_tail_ess": 100}, "--until-tail-ess is part of an --until-ess goal"),
+        ({"until_ess": 400, "until_tail_ess": -1}, "--until-tail-ess must be 0"),
     ],
 )
 def test_bad_settings_name_the_option_and_the_fix(changes, needle):
     with pytest.raises(UserError, match=needle.replace("(", r"\(")):
         validate(cfg(**changes), 3)
+
+
+def test_the_tail_goal_is_the_bulk_goal_unless_set():
+    assert cfg().tail_goal is None
+    assert cfg(until_ess=400).tail_goal == 400
+    assert cfg(until_ess=400, until_tail_ess=0).tail_goal == 0
+    assert validate(cfg(until_ess=400, until_tail_ess=100), 3).tail_goal == 100
 
 
 def test_auto_chain_method_is_sequential_on_cpu_and_vectorized_on_gpu():

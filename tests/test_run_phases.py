@@ -85,7 +85,15 @@ def test_summary_lines_report_the_goal_and_where_the_draws_are():
     assert reached[-1].startswith("2 divergences. Wrote 4 chains x 300 draws to o.h5 (shards)")
     assert reached[-1].endswith("Wall time 12.3s")
     missed = summary_lines(config, STOP_DRAWS, 1000, _summary(), 0, "mpio", timings)
-    assert missed[2].startswith("warning: --until-ess 400 not reached within --draws 1000")
+    assert missed[2].startswith(
+        "warning: --until-ess 400 (R-hat <= 1.01) not reached within --draws 1000"
+    )
+    bulk_only = summary_lines(config.replace(until_tail_ess=0), STOP_GOAL, 300, _summary(), 2,
+                              "shards", timings)  # fmt: skip
+    assert bulk_only[2].startswith("reached --until-ess 400 (no tail ESS, R-hat <= 1.01) after")
+    tail_100 = summary_lines(config.replace(until_tail_ess=100), STOP_DRAWS, 1000, _summary(), 0,
+                             "mpio", timings)  # fmt: skip
+    assert tail_100[2].startswith("warning: --until-ess 400 (tail ESS 100, R-hat <= 1.01) not")
     plain = config.replace(until_ess=None)
     assert len(summary_lines(plain, STOP_DRAWS, 1000, _summary(), 0, "mpio", timings)) == 3
 

@@ -37,6 +37,13 @@ def test_goal_needs_every_parameter_on_every_measure():
     assert not stopping.goal_met(_stats([500, 400], [399, 450], [1.0, 1.0]), 400, 1.01)
     assert not stopping.goal_met(_stats([500, 400], [400, 450], [1.0, 1.02]), 400, 1.01)
     assert not stopping.goal_met(_stats([500, np.nan], [400, 450], [1.0, 1.0]), 400, 1.01)
+    # A tail goal of its own: lower, or none at all (a NaN tail ESS then does not matter).
+    assert stopping.goal_met(_stats([500, 400], [99, 450], [1.0, 1.0]), 400, 1.01, tail_goal=0)
+    assert stopping.goal_met(_stats([500, 400], [100, np.nan], [1.0, 1.0]), 400, 1.01, 0)
+    assert stopping.goal_met(_stats([500, 400], [100, 450], [1.0, 1.0]), 400, 1.01, 100)
+    assert not stopping.goal_met(_stats([500, 400], [99, 450], [1.0, 1.0]), 400, 1.01, 100)
+    assert not stopping.goal_met(_stats([500, 400], [500, 450], [1.0, 1.0]), 400, 1.01, 451)
+    assert not stopping.goal_met(_stats([500, 400], [99, 450], [1.0, 1.02]), 400, 1.01, 0)
 
 
 def test_checks_wait_until_the_goal_is_reachable():
@@ -77,7 +84,7 @@ def test_slurm_end_time_from_the_environment():
 # --- real runs ---------------------------------------------------------------------------------
 
 
-def _arviz_goal(posterior, draws: int) -> bool:
+def _arviz_goal(posterior, draws: int, tail_goal: int = GOAL) -> bool:
     """The goal judged by ArviZ itself on the first ``draws`` draws of every variable."""
     part = posterior.isel(draw=slice(0, draws))
     columns = [
@@ -87,7 +94,7 @@ def _arviz_goal(posterior, draws: int) -> bool:
     reference = arviz_reference(np.concatenate(columns, axis=2))
     return bool(
         reference["ess_bulk"].min() >= GOAL
-        and reference["ess_tail"].min() >= GOAL
+        and reference["ess_tail"].min() >= tail_goal
         and reference["r_hat"].max() <= 1.01
     )
 
@@ -118,6 +125,25 @@ def test_until_ess_stops_at_the_first_chunk_meeting_the_goal(goal_run):
         assert min(json.loads(f.attrs["diagnostics"])["ess_bulk"]) >= GOAL
     assert f"reached --until-ess {GOAL}" in proc.stdout
     assert not Path(checkpoint_path(out)).exists()
+
+
+def test_until_tail_ess_0_stops_on_bulk_ess_and_r_hat_alone(goal_run, tmp_path):
+    reference, _ = goal_run
+    out = tmp_path / "bulk.h5"
+    args = ["run", str(EIGHT_SCHOOLS), *SETTINGS, "--until-tail-ess", "0", "--out", str(out)]
+    proc = run_ranks(2, args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    posterior = az.from_netcdf(out).posterior
+    taken = posterior.sizes["draw"]
+    assert _arviz_goal(posterior, taken, tail_goal=0)
+    assert taken == CHUNK or not _arviz_goal(posterior, taken - CHUNK, tail_goal=0)
+    # The same seed draws the same chains: the bulk-only goal stops no later than both.
+    both = az.from_netcdf(reference).posterior
+    assert taken <= both.sizes["draw"]
+    np.testing.assert_array_equal(posterior["mu"].values, both["mu"].values[:, :taken])
+    with h5py.File(out) as f:
+        assert json.loads(f.attrs["stopping"])["until_tail_ess"] == 0
+    assert f"reached --until-ess {GOAL} (no tail ESS, R-hat <= 1.01)" in proc.stdout
 
 
 def test_max_time_checkpoints_and_resume_reaches_the_same_goal(goal_run, tmp_path):

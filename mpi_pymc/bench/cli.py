@@ -172,6 +172,13 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
         default=list(DEFAULT_GOALS),
         help="answer mode: the goals, min bulk and tail ESS " + ",".join(map(str, DEFAULT_GOALS)),
     )
+    g.add_argument(
+        "--until-tail-ess",
+        type=int,
+        metavar="M",
+        help="answer mode: the min tail ESS of every goal (default: the goal itself; 0: bulk "
+        "ESS and R-hat only, run --until-tail-ess)",
+    )
     g.add_argument("--cores", type=int, help="cores= for pm.sample (default: this machine's)")
     g.add_argument("--baseline-script", default=str(BASELINE_SCRIPT), help=argparse.SUPPRESS)
     g = bench.add_argument_group("output")
@@ -210,6 +217,8 @@ def _validated(args: argparse.Namespace) -> dict:
         args.baselines = "numpyro_parallel" if args.mode == "answer" else ",".join(BASELINE_METHODS)
     if args.mode == "answer" and (not args.until_ess or min(args.until_ess) <= 0):
         raise BenchError("--until-ess needs positive goals, e.g. 1000,10000")
+    if args.until_tail_ess is not None and args.until_tail_ess < 0:
+        raise BenchError("--until-tail-ess must be 0 (bulk ESS only) or more")
     for option in ("draws", "chains_per_rank", "repeats", "timeout"):
         if getattr(args, option) <= 0:
             raise BenchError(f"--{option.replace('_', '-')} must be positive")
@@ -356,6 +365,7 @@ def main(args: argparse.Namespace) -> int:
             "gpus_per_rank": args.gpus_per_rank,
             "repeats": args.repeats,
             "until_ess": args.until_ess if args.mode == "answer" else None,
+            "until_tail_ess": args.until_tail_ess if args.mode == "answer" else None,
             "jax_cache": "warm" if args.warm_cache else "cold (empty per run)",
             "cores_per_rank": args.cores_per_rank,
             "run_options": run_options[samplers[0]] if len(samplers) == 1 else run_options,
@@ -406,6 +416,8 @@ def main(args: argparse.Namespace) -> int:
         if goal is not None:
             label += f"-ess{goal}"
             options = [*options, "--until-ess", str(goal)]
+            if args.until_tail_ess is not None:
+                options = [*options, "--until-tail-ess", str(args.until_tail_ess)]
         tries = []
         for attempt in range(args.repeats):
             tries.append(
@@ -430,6 +442,7 @@ def main(args: argparse.Namespace) -> int:
         record["label"] = label
         if goal is not None:
             record["goal"] = goal
+            record["tail_goal"] = goal if args.until_tail_ess is None else args.until_tail_ess
         results["points"].append(record)
         _say(f"  {label}: {_describe(record)}")
 
