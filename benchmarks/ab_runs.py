@@ -26,14 +26,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mpi_pymc.bench.launching import read_output_attrs  # noqa: E402
+from mpi_pymc.launch import local_mpi_env  # noqa: E402
 
 
 def one_run(tree: str, model: str, seed: int, ranks: int, env: dict, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.h5")
-        run_env = {**os.environ, **env, "MPI_PYMC_JAX_CACHE": os.path.join(tmp, "cache")}
-        run_env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        run_env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        # What `python -m mpi_pymc.launch` and `bench` give the ranks (mpi_pymc/launch.py).
+        run_env = local_mpi_env({**os.environ, **env})
+        run_env["MPI_PYMC_JAX_CACHE"] = os.path.join(tmp, "cache")
         mpirun = str(Path(sys.executable).parent / "mpirun")
         command = [mpirun, "-n", str(ranks), sys.executable, "-m", "mpi_pymc", "run"]
         command += [str(Path(model).resolve()), "--out", out, "--seed", str(seed), *extra]
