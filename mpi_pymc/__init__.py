@@ -1,7 +1,9 @@
 """mpi_pymc: SPMD MPI sampler for PyMC models (NUTS per rank, one shared HDF5 output).
 
 The public surface is ``__all__``; every other module and name is private to the package.
-Importing it is cheap: PyMC, JAX and MPI load only when a run starts.
+Importing it is cheap: PyMC, JAX and MPI load only when a run starts. A job whose ranks all run
+on this machine (or a process of its own) tells Open MPI, before it starts, to skip the network
+fabrics (:func:`mpi_pymc.launch.prefer_local_transports`).
 """
 
 __version__ = "0.1.0"
@@ -14,7 +16,11 @@ from mpi_pymc.api import (  # noqa: E402
     sample,
 )
 from mpi_pymc.config import UserError  # noqa: E402
+from mpi_pymc.launch import prefer_local_transports  # noqa: E402
 from mpi_pymc.submit import SlurmJob, submit  # noqa: E402
+
+# Before any module starts MPI (mpi4py starts it when first imported).
+prefer_local_transports()
 
 __all__ = [
     "RankFailure",

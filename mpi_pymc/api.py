@@ -388,9 +388,7 @@ def launch(config: RunConfig, model, ranks: int, launcher: str = "auto"):
         spec = str(workdir / "model.pkl")
         pickle_model(model, Path(spec))
     command = launch_command(ranks, ["run", str(spec), *run_option_words(run_options(config))])
-    # srun may place the ranks on several nodes: they keep the site's MPI transports.
-    one_host = command[0] != "srun"
-    env = {k: v for k, v in local_mpi_env(one_host=one_host).items() if not _names_a_rank(k)}
+    env = {k: v for k, v in local_mpi_env().items() if not _names_a_rank(k)}
     env[RECORDS_ENV] = "records"
     try:
         code, interrupted, errors = _relay(command, env, config)

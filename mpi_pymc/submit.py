@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mpi_pymc.config import UserError
+from mpi_pymc.launch import without_own_transports
 
 # squeue's states of a job that has not ended yet.
 _ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
@@ -192,7 +193,10 @@ def _jobscript_args(words: list[str]):
 def _slurm(command: list[str], check: bool = True) -> str:
     """A SLURM command's stdout; a failure (or no SLURM here) is a UserError when ``check``."""
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        # sbatch exports this environment to the job: not the transports this process chose
+        # for its own MPI (the job's ranks choose theirs, on as many nodes as it has).
+        environ = without_own_transports(dict(os.environ))
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=60, env=environ)
     except FileNotFoundError:
         raise UserError(f"'{command[0]}' not found: submit() needs a SLURM login node") from None
     except subprocess.TimeoutExpired:

@@ -72,9 +72,9 @@ def launcher_prefix(launcher: str, ranks: int, extra: Sequence[str] = ()) -> lis
 
 
 def subprocess_env(launcher: str, extra: dict[str, str]) -> dict[str, str]:
-    from mpi_pymc.launch import local_mpi_env
+    from mpi_pymc.launch import local_mpi_env, without_own_transports
 
-    env = local_mpi_env() if launcher == "mpirun" else dict(os.environ)
+    env = local_mpi_env() if launcher == "mpirun" else without_own_transports(dict(os.environ))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
