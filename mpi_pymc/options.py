@@ -35,7 +35,7 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         "--until-ess",
         type=_positive_int,
         metavar="N",
-        help="stop after the first chunk where min bulk and tail ESS reach N and max R-hat is "
+        help="stop after the first check where min bulk and tail ESS reach N and max R-hat is "
         "at most --until-rhat; the file then holds exactly the draws taken",
     )
     g.add_argument(

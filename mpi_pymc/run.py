@@ -37,6 +37,7 @@ from mpi_pymc.stopping import (
     goal_met,
     goal_progress,
     goal_reachable,
+    next_chunk,
     slurm_end_time,
 )
 
@@ -349,6 +350,7 @@ class _Sampled:
     draws_completed: np.ndarray
     divergences: int = 0
     goal_stats: dict | None = None  # the last --until-ess check's diagnostics, at `draw`
+    goal_checks: list[int] = field(default_factory=list)  # draws checked by this process
 
 
 def run(config: RunConfig, comm=None, echo=print, model=None, interrupt=False) -> RunResult:
@@ -849,9 +851,21 @@ def sample_in_chunks(
     t0 = time.perf_counter()
     io_seconds = goal_seconds = 0.0
     stat_names = [v.name for v in writer.layout.draw_groups["sample_stats"]]
+    if sampled.draw and not sampled.stopped_by:
+        # A resumed run checks where it resumes, as the first run did (or would have, had a
+        # deadline not stopped it there first): the same chunks follow, and a goal already met
+        # ends the run at the same draw.
+        t_goal = time.perf_counter()
+        _check_goal(job, chains, sampled, writer)
+        goal_seconds += time.perf_counter() - t_goal
     while sampled.draw < config.draws and not sampled.stopped_by:
         t_chunk = time.time()
         n = min(config.chunk_draws, config.draws - sampled.draw)
+        if config.until_ess is not None:
+            n = next_chunk(
+                sampled.draw, config.chunk_draws, config.draws - sampled.draw,
+                sampled.goal_stats, config.until_ess, config.until_rhat, config.tail_goal,
+            )  # fmt: skip
         chains.state, chunk_positions, stats = sampler.sample(chains.state, n)
         constrained = sampler.constrain(chunk_positions)
         values = {
@@ -881,26 +895,32 @@ def sample_in_chunks(
         _agreed_write(job, "writing draws", completed, kept)
         io_seconds += time.perf_counter() - t_io
         progress.update("sampling", config.tune + sampled.draw, sampled.divergences)
-        if (
-            config.until_ess is not None
-            and not sampled.stopped_by
-            and goal_reachable(
-                int(config.chains or 0) * sampled.draw, max(config.until_ess, config.tail_goal or 0)
-            )
-        ):
+        if not sampled.stopped_by:
             t_goal = time.perf_counter()
-            sampled.goal_stats = _diagnostics_of(writer, chains, job.comm, sampled.draw)
+            _check_goal(job, chains, sampled, writer)
             goal_seconds += time.perf_counter() - t_goal
-            if (
-                goal_met(sampled.goal_stats, config.until_ess, config.until_rhat, config.tail_goal)
-                and sampled.draw < config.draws
-            ):
-                sampled.stopped_by = STOP_GOAL
     job.timings["sampling"] = time.perf_counter() - t0 - io_seconds - goal_seconds
     job.timings["io"] = io_seconds
     if config.until_ess is not None:
         job.timings["until_ess_checks"] = goal_seconds
     return sampled
+
+
+def _check_goal(job: _Job, chains: _Chains, sampled: _Sampled, writer) -> None:
+    """An ``--until-ess`` check at ``sampled.draw`` (once the goal is reachable at all): its
+    diagnostics become ``sampled.goal_stats``, and a goal met before the cap stops the run."""
+    config = job.config
+    if config.until_ess is None or not goal_reachable(
+        int(config.chains or 0) * sampled.draw, max(config.until_ess, config.tail_goal or 0)
+    ):
+        return
+    sampled.goal_stats = _diagnostics_of(writer, chains, job.comm, sampled.draw)
+    sampled.goal_checks.append(sampled.draw)
+    if (
+        goal_met(sampled.goal_stats, config.until_ess, config.until_rhat, config.tail_goal)
+        and sampled.draw < config.draws
+    ):
+        sampled.stopped_by = STOP_GOAL
 
 
 def _agreed_write(job: _Job, phase: str, write: Callable[[], None], draws_kept: int) -> None:
@@ -934,6 +954,8 @@ def finish(job: _Job, chains: _Chains, sampled: _Sampled, writer, io: str) -> Ru
     summary = None
     if outcome == STOP_GOAL:
         writer.trim(draw)  # the file holds exactly the draws taken
+    if config.until_ess is not None:
+        writer.set_attrs({"until_ess_checks": sampled.goal_checks})
     if outcome in RESUMABLE_STOPS:
         writer.set_attrs({"timings": job.timings, "stopped_by": outcome})
         lines = [resume_line(config, outcome, draw, sampled.iteration)]

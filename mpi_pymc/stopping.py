@@ -20,6 +20,10 @@ import numpy as np
 SLURM_MARGIN = 30.0
 # A chunk is predicted to take this much longer than the slowest one so far.
 CHUNK_SAFETY = 1.25
+# --until-ess: a chunk ends where the last check's ESS per draw, times this, reaches the goal
+# (next_chunk); at least MIN_GOAL_CHUNK draws, so a check's cost stays small beside its chunk.
+PROJECTION_MARGIN = 1.02
+MIN_GOAL_CHUNK = 10
 
 # Values of the output's ``stopped_by`` attribute.
 STOP_DRAWS = "draws"  # the --draws cap: a complete run
@@ -54,6 +58,42 @@ def goal_reachable(total_draws: int, until_ess: int) -> bool:
     is at most ``total * log10(total)`` (its floor on the autocorrelation time), so checks
     before then are skipped without changing where the run stops."""
     return total_draws >= 4 and total_draws * math.log10(total_draws) >= until_ess
+
+
+def next_chunk(
+    draw: int,
+    chunk_draws: int,
+    remaining: int,
+    stats: dict | None,
+    until_ess: int,
+    until_rhat: float,
+    tail_goal: int | None = None,
+) -> int:
+    """Draws per chain of the next chunk of a ``--until-ess`` run, after a check at ``draw``.
+
+    ESS grows about in proportion to the draws, so when R-hat already meets its goal and ESS
+    falls short, the chunk ends where the last check's ESS per draw reaches the goal (plus
+    ``PROJECTION_MARGIN``), never shorter than ``MIN_GOAL_CHUNK`` nor longer than
+    ``chunk_draws``: the run stops near the first draw meeting the goal, not up to a whole chunk
+    past it. Without a check (``stats`` None), or while R-hat or a NaN decides, a whole chunk.
+    A function of the check's numbers alone, so a resumed run (which checks again where it
+    resumes) takes the same chunks and stops at the same draw.
+    """
+    whole = min(chunk_draws, remaining)
+    if stats is None or draw <= 0:
+        return whole
+    tail_goal = until_ess if tail_goal is None else tail_goal
+    bulk, tail, rhat = _goal_measures(stats)
+    used = [bulk, tail, rhat] if tail_goal else [bulk, rhat]
+    if any(v.size == 0 or np.isnan(v).any() for v in used) or rhat.max() > until_rhat:
+        return whole
+    shortfall = until_ess / max(bulk.min(), 1e-9)
+    if tail_goal:
+        shortfall = max(shortfall, tail_goal / max(tail.min(), 1e-9))
+    if shortfall <= 1.0:
+        return whole
+    projected = math.ceil(draw * shortfall * PROJECTION_MARGIN) - draw
+    return min(whole, max(projected, min(MIN_GOAL_CHUNK, whole)))
 
 
 def goal_progress(stats: dict) -> str:

@@ -143,7 +143,7 @@ def test_answer_mode_times_launch_to_goal_against_pymc_defaults(tmp_path):
     assert (baseline["tune"], baseline["draws"]) == (1000, 1000)  # PyMC's defaults
     (point,) = results["points"]
     assert point["ok"] and point["goal"] == 150 and point["stopped_by"] == "until_ess"
-    assert 50 <= point["draws"] < 2000 and point["draws"] % 50 == 0
+    assert 50 <= point["draws"] < 2000
     assert point["min_ess_bulk"] >= 150 and point["min_ess_tail"] >= 100
     assert results["settings"]["until_tail_ess"] == 100 and point["tail_goal"] == 100
     (row,) = results["comparisons"]

@@ -4,6 +4,7 @@ and the pure decisions behind them."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -50,6 +51,34 @@ def test_checks_wait_until_the_goal_is_reachable():
     assert not stopping.goal_reachable(3, 1)  # too few draws for any ESS
     assert not stopping.goal_reachable(100, 201)  # ESS <= 100 * log10(100) = 200
     assert stopping.goal_reachable(100, 200)
+
+
+def test_chunks_end_where_the_last_checks_ess_per_draw_reaches_the_goal():
+    def chunk(draw, stats, tail_goal=None, remaining=1000):
+        return stopping.next_chunk(draw, 100, remaining, stats, 400, 1.01, tail_goal)
+
+    margin = stopping.PROJECTION_MARGIN
+    # 350 bulk ESS at 300 draws: 400 at about 343 draws, and the margin.
+    expected = math.ceil(300 * 400 / 350 * margin) - 300
+    assert chunk(300, _stats([350, 500], [450, 450], [1.0, 1.0])) == expected < 100
+    # The tail decides when it is further from its goal; with no tail goal only bulk counts.
+    assert chunk(300, _stats([380, 500], [200, 450], [1.0, 1.0])) == 100  # 600 is past a chunk
+    assert (
+        chunk(300, _stats([380, 500], [350, 450], [1.0, 1.0]))
+        == math.ceil(300 * 400 / 350 * margin) - 300
+    )
+    assert (
+        chunk(300, _stats([380, 500], [200, 450], [1.0, 1.0]), tail_goal=0)
+        == math.ceil(300 * 400 / 380 * margin) - 300
+    )
+    # Never shorter than MIN_GOAL_CHUNK, never past the cap or a whole chunk.
+    assert chunk(300, _stats([399.9, 500], [450, 450], [1.0, 1.0])) == stopping.MIN_GOAL_CHUNK
+    assert chunk(300, _stats([350, 500], [450, 450], [1.0, 1.0]), remaining=5) == 5
+    assert chunk(100, _stats([50, 500], [450, 450], [1.0, 1.0])) == 100
+    # R-hat still too high, a NaN, or no check yet: a whole chunk.
+    assert chunk(300, _stats([300, 500], [450, 450], [1.0, 1.02])) == 100
+    assert chunk(300, _stats([300, np.nan], [450, 450], [1.0, 1.0])) == 100
+    assert chunk(300, None) == 100
 
 
 def test_durations_in_slurm_forms():
@@ -108,15 +137,28 @@ def goal_run(tmp_path_factory):
     return out, proc
 
 
-def test_until_ess_stops_at_the_first_chunk_meeting_the_goal(goal_run):
+def _checks(out) -> list[int]:
+    with h5py.File(out) as f:
+        return [int(draw) for draw in f.attrs["until_ess_checks"]]
+
+
+def test_until_ess_stops_at_the_first_check_meeting_the_goal(goal_run):
     out, proc = goal_run
     posterior = az.from_netcdf(out).posterior
     taken = posterior.sizes["draw"]
-    assert taken % CHUNK == 0 and CHUNK <= taken < 1000, taken
+    assert CHUNK <= taken < 1000, taken
     # Exactly the draws taken: no unfilled (NaN) tail.
     assert not any(np.isnan(posterior[name].values).any() for name in posterior.data_vars)
+    # Checked after every chunk once the goal was reachable; ArviZ finds the goal met at the
+    # last check and at no earlier one; the last chunks were shortened towards the goal.
+    checks = _checks(out)
+    assert checks[-1] == taken and checks == sorted(checks), checks
+    steps = np.diff(checks)
+    assert ((steps >= stopping.MIN_GOAL_CHUNK) & (steps <= CHUNK)).all(), checks
+    assert stopping.goal_reachable(4 * checks[0], GOAL)
+    assert checks[0] == CHUNK or not stopping.goal_reachable(4 * (checks[0] - CHUNK), GOAL)
     assert _arviz_goal(posterior, taken)
-    assert taken == CHUNK or not _arviz_goal(posterior, taken - CHUNK)
+    assert not any(_arviz_goal(posterior, draw) for draw in checks[:-1])
     with h5py.File(out) as f:
         assert f.attrs["stopped_by"] == stopping.STOP_GOAL
         np.testing.assert_array_equal(f.attrs["draws_completed"], [taken] * 4)
@@ -136,7 +178,9 @@ def test_until_tail_ess_0_stops_on_bulk_ess_and_r_hat_alone(goal_run, tmp_path):
     posterior = az.from_netcdf(out).posterior
     taken = posterior.sizes["draw"]
     assert _arviz_goal(posterior, taken, tail_goal=0)
-    assert taken == CHUNK or not _arviz_goal(posterior, taken - CHUNK, tail_goal=0)
+    checks = _checks(out)
+    assert checks[-1] == taken
+    assert not any(_arviz_goal(posterior, draw, tail_goal=0) for draw in checks[:-1])
     # The same seed draws the same chains: the bulk-only goal stops no later than both.
     both = az.from_netcdf(reference).posterior
     assert taken <= both.sizes["draw"]
