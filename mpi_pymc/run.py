@@ -955,7 +955,7 @@ def finish(job: _Job, chains: _Chains, sampled: _Sampled, writer, io: str) -> Ru
     if outcome == STOP_GOAL:
         writer.trim(draw)  # the file holds exactly the draws taken
     if config.until_ess is not None:
-        writer.set_attrs({"until_ess_checks": sampled.goal_checks})
+        writer.set_attrs({"until_ess_checks": np.asarray(sampled.goal_checks, dtype=np.int64)})
     if outcome in RESUMABLE_STOPS:
         writer.set_attrs({"timings": job.timings, "stopped_by": outcome})
         lines = [resume_line(config, outcome, draw, sampled.iteration)]
