@@ -1,4 +1,4 @@
-"""Rewrites of the PyTensor graph before it becomes JAX: fewer transcendental functions per element.
+"""Rewrites of the PyTensor graph before it becomes JAX: fewer transcendentals, finite gradients.
 
 PyTensor's own rewrites aim at its C backend. Two of their results cost a JAX program on a CPU
 more than they need to, in the models PyMC users write most (a Bernoulli or Binomial likelihood
@@ -20,6 +20,12 @@ gradient. :func:`fold_data_conditions` evaluates such conditions once, on the da
 (or fails) for every element the switch becomes its branch. On this project's CPU the masked
 select also kept XLA from fusing the log-density terms into their sum: it cost a NUTS leapfrog of
 the logistic example 15-20% (``benchmarks/README.md``).
+
+Two more keep the gradient finite. JAX evaluates both pieces of a piecewise function and
+gives the piece not taken a zero cotangent, which times that piece's own infinite derivative
+is NaN: :func:`guard_switch_branches` feeds each piece of ``switch(z < k, f(z), g(z))`` only
+the ``z`` it is taken for (PyMC's normal log-CDF and log-survival, so every censored or truncated
+normal), and :func:`_safe_log1mexp` does the same inside ``log1mexp`` (a Weibull's survival).
 
 Measured in ``benchmarks/README.md`` ("The log-density: fewer transcendentals"). The rewrites
 change no value beyond rounding; ``tests/test_graph_rewrites.py`` checks log-density and
@@ -91,12 +97,129 @@ def _lean_softplus():
     return lean_softplus
 
 
+def _safe_log1mexp():
+    import numpy as np
+    import pytensor.tensor as pt
+    from pytensor.graph.rewriting.basic import node_rewriter
+    from pytensor.scalar.math import Log1mexp
+    from pytensor.tensor.elemwise import Elemwise
+
+    @node_rewriter([Elemwise])
+    def safe_log1mexp(fgraph, node):
+        """``log1mexp(x)`` -> its two pieces, each fed ``x`` only where it is taken (see
+        :func:`guard_switch_branches`). PyTensor's JAX translation selects between
+        ``log1p(-exp(x))`` and ``log(-expm1(x))`` at ``x = log(1/2)``; near ``x = 0`` the first is
+        ``log(0)``, and its gradient, multiplied by the zero ``where`` passes it, is NaN. PyMC's
+        log-survival of a Weibull, and every ``pm.Censored`` of a distribution whose survival it
+        derives from the CDF, go through here."""
+        if not isinstance(node.op.scalar_op, Log1mexp):
+            return None
+        (x,) = node.inputs
+        half = pt.constant(np.full((1,) * x.type.ndim, np.log(0.5)), dtype=x.type.dtype)
+        below = pt.lt(x, half)
+        piecewise = pt.switch(
+            below,
+            pt.log1p(-pt.exp(pt.switch(below, x, half))),
+            pt.log(-pt.expm1(pt.switch(below, half, x))),
+        )
+        old = node.outputs[0]
+        if (piecewise.type.dtype, piecewise.type.broadcastable) != (
+            old.type.dtype,
+            old.type.broadcastable,
+        ):
+            return None
+        return [piecewise]
+
+    return safe_log1mexp
+
+
+def _depends_elementwise(var, on, memo: dict) -> tuple[bool, bool]:
+    """(whether ``var`` depends on ``on``, whether every path from ``on`` to it is Elemwise)."""
+    from pytensor.tensor.elemwise import Elemwise
+
+    if var is on:
+        return True, True
+    if var in memo:
+        return memo[var]
+    result = (False, True)
+    if var.owner is not None:
+        found = [_depends_elementwise(i, on, memo) for i in var.owner.inputs]
+        depends = any(d for d, _ in found)
+        elementwise = not depends or isinstance(var.owner.op, Elemwise)
+        result = (depends, elementwise and all(ok for _, ok in found))
+    memo[var] = result
+    return result
+
+
+def guard_switch_branches(fgraph) -> int:
+    """``switch(z < k, f(z), g(z))`` -> ``switch(z < k, f(switch(z < k, z, k)), g(switch(z < k,
+    k, z)))``, for a constant ``k`` and elementwise ``f`` and ``g`` (in place; returns how many).
+
+    JAX evaluates both branches everywhere, and the gradient of ``where`` passes a zero to the
+    branch not taken, which then multiplies that branch's own derivative: where the branch is
+    infinite there (``log1p(-erfc(z / sqrt 2) / 2)`` is ``log(0)`` below ``z = -8.3``) the product
+    is ``0 * inf = NaN``, and the NaN reaches the whole gradient. PyMC's normal log-CDF and
+    log-survival (every ``pm.Censored`` normal, and ``pm.Truncated``) are such piecewise
+    functions. Here each branch sees ``z`` only where it is taken and the boundary ``k`` (where
+    both pieces are finite) elsewhere: the same values, a zero gradient where not taken.
+    """
+    import pytensor.tensor as pt
+    from pytensor.graph.replace import clone_replace
+    from pytensor.scalar import basic as ps
+    from pytensor.tensor.elemwise import Elemwise
+    from pytensor.tensor.variable import TensorConstant
+
+    # Comparison -> which branch sees the values below the boundary.
+    below_is_true = {ps.LT: True, ps.LE: True, ps.GT: False, ps.GE: False}
+    guarded = 0
+    for node in list(fgraph.toposort()):
+        if not (isinstance(node.op, Elemwise) and isinstance(node.op.scalar_op, ps.Switch)):
+            continue
+        cond, when_true, when_false = node.inputs
+        test = cond.owner
+        if test is None or not isinstance(test.op, Elemwise):
+            continue
+        if type(test.op.scalar_op) not in below_is_true or len(test.inputs) != 2:
+            continue
+        left, right = test.inputs
+        if isinstance(right, TensorConstant) and not isinstance(left, TensorConstant):
+            z, k = left, right
+        elif isinstance(left, TensorConstant) and not isinstance(right, TensorConstant):
+            z, k = right, left  # k < z is z > k: which side is true does not change below
+        else:
+            continue
+        # z's own shape everywhere: one boundary for every element.
+        if k.type.ndim != z.type.ndim or not all(k.type.broadcastable):
+            continue
+        if node.outputs[0].type.ndim != z.type.ndim:
+            continue
+        bound = pt.cast(k, z.type.dtype)
+        memo: dict = {}
+        branches = []
+        for branch, taken in ((when_true, True), (when_false, False)):
+            depends, elementwise = _depends_elementwise(branch, z, memo)
+            if depends and elementwise:
+                seen = pt.switch(cond, z, bound) if taken else pt.switch(cond, bound, z)
+                branch = clone_replace(branch, replace={z: seen})
+            branches.append(branch)
+        if branches[0] is when_true and branches[1] is when_false:
+            continue
+        new = pt.switch(cond, *branches)
+        old = node.outputs[0]
+        if (new.type.dtype, new.type.broadcastable) != (old.type.dtype, old.type.broadcastable):
+            continue
+        fgraph.replace(old, new, reason="guard_switch_branches", import_missing=True)
+        guarded += 1
+    return guarded
+
+
 def optimize_for_jax(fgraph) -> None:
-    """PyTensor's JAX rewrites, then the two above (in place).
+    """PyTensor's JAX rewrites, then ours (in place).
 
     PyTensor's fusion is left out: it would hide the elementwise graph inside ``Composite`` ops
-    (JAX gains nothing from it, XLA fuses on its own), and nothing may run after the softplus
-    rewrite, because PyTensor's canonicalisation turns ``log1p(exp(x))`` back into softplus.
+    (JAX gains nothing from it, XLA fuses on its own), and none of PyTensor's rewrites may run
+    after ours: its canonicalisation turns ``log1p(exp(x))`` back into softplus and
+    ``log1p(-exp(x))`` back into ``log1mexp``.
     """
     from pytensor.compile import mode
     from pytensor.graph.rewriting.basic import EquilibriumGraphRewriter, in2out
@@ -104,6 +227,8 @@ def optimize_for_jax(fgraph) -> None:
     mode.JAX.excluding("fusion").optimizer.rewrite(fgraph)
     EquilibriumGraphRewriter([_lift_switch()], max_use_ratio=100).rewrite(fgraph)
     in2out(_lean_softplus()).rewrite(fgraph)
+    guard_switch_branches(fgraph)
+    in2out(_safe_log1mexp()).rewrite(fgraph)
 
 
 def _data_only(fgraph, var, data_inputs: set) -> bool:

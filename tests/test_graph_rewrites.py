@@ -83,7 +83,34 @@ def _out_of_support(n=300, seed=6):
     return model
 
 
+def _censored_normal(seed=7):
+    """Observations at both censoring bounds, the lower one 12 standard deviations out: PyMC's
+    normal log-CDF and log-survival are piecewise, and JAX's gradient of the piece not taken
+    there was NaN (``0 * inf``) before ``guard_switch_branches``."""
+    rng = np.random.default_rng(seed)
+    y = np.concatenate([[-12.0, -12.0, 30.0], rng.normal(1.0, 1.0, 20)])
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0.0, 10.0)
+        shift = pm.Normal("shift", 0.0, 1.0)
+        pm.Censored("y", pm.Normal.dist(mu + shift, 1.0), lower=-12.0, upper=30.0, observed=y)
+    return model
+
+
+def _censored_weibull(seed=8):
+    """Survival times censored at 3: PyMC's Weibull log-survival is ``log1mexp`` of its
+    log-CDF, whose JAX gradient was NaN where the survival is small (``safe_log1mexp``)."""
+    rng = np.random.default_rng(seed)
+    t = np.minimum(2.0 * rng.weibull(1.5, 30), 3.0)
+    with pm.Model() as model:
+        alpha = pm.HalfNormal("alpha", 2.0)
+        beta = pm.HalfNormal("beta", 2.0)
+        pm.Censored("t", pm.Weibull.dist(alpha, beta), lower=None, upper=3.0, observed=t)
+    return model
+
+
 MODELS = {
+    "censored_normal": _censored_normal,
+    "censored_weibull": _censored_weibull,
     "logistic": _logistic,
     "poisson_log": _poisson_log,
     "binomial_logit": _binomial_logit,
