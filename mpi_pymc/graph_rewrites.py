@@ -164,7 +164,7 @@ def guard_switch_branches(fgraph) -> int:
     both pieces are finite) elsewhere: the same values, a zero gradient where not taken.
     """
     import pytensor.tensor as pt
-    from pytensor.graph.replace import clone_replace
+    from pytensor.graph.replace import graph_replace
     from pytensor.scalar import basic as ps
     from pytensor.tensor.elemwise import Elemwise
     from pytensor.tensor.variable import TensorConstant
@@ -200,7 +200,8 @@ def guard_switch_branches(fgraph) -> int:
             depends, elementwise = _depends_elementwise(branch, z, memo)
             if depends and elementwise:
                 seen = pt.switch(cond, z, bound) if taken else pt.switch(cond, bound, z)
-                branch = clone_replace(branch, replace={z: seen})
+                # The rest of the branch's graph stays shared with the other uses of it.
+                branch = graph_replace(branch, replace={z: seen}, strict=False)
             branches.append(branch)
         if branches[0] is when_true and branches[1] is when_false:
             continue
