@@ -39,10 +39,12 @@ def families() -> list[str]:
 
 
 def build(family: str):
+    """The family's model, and the sampler its module asks for (``REFERENCE_SAMPLER``; None:
+    numpyro's NUTS where the numpyro path translates the model)."""
     spec = importlib.util.spec_from_file_location(f"coverage_{family}", HERE / f"{family}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.build_model()
+    return module.build_model(), getattr(module, "REFERENCE_SAMPLER", None)
 
 
 def _group(idata, name: str):
@@ -58,16 +60,19 @@ def _json_values(values) -> list:
     return [v.item() if hasattr(v, "item") else v for v in values]
 
 
-def sample(model, family: str):
+def sample(model, family: str, sampler: str | None = None):
     import pymc as pm
 
     common = dict(draws=DRAWS, tune=TUNE, chains=CHAINS, random_seed=SEED, progressbar=False)
-    try:
-        with model:
-            return pm.sample(nuts_sampler="numpyro", **common), "numpyro", None
-    except Exception as exc:  # noqa: BLE001 - any translation failure means: use PyMC's NUTS
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
-        print(f"{family}: numpyro path failed ({reason}); using PyMC's NUTS", flush=True)
+    if sampler == "pymc":
+        reason = "the model file asks for PyMC's NUTS (REFERENCE_SAMPLER)"
+    else:
+        try:
+            with model:
+                return pm.sample(nuts_sampler="numpyro", **common), "numpyro", None
+        except Exception as exc:  # noqa: BLE001 - any translation failure means: PyMC's NUTS
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+            print(f"{family}: numpyro path failed ({reason}); using PyMC's NUTS", flush=True)
     with model:
         return pm.sample(nuts_sampler="pymc", cores=2, **common), "pymc", reason
 
@@ -160,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     REFERENCES.mkdir(exist_ok=True)
     for family in names:
         start = time.perf_counter()
-        idata, sampler, reason = sample(build(family), family)
+        model, asked = build(family)
+        idata, sampler, reason = sample(model, family, asked)
         result = describe(idata, sampler, reason, time.perf_counter() - start)
         path = REFERENCES / f"{family}.json"
         path.write_text(json.dumps(result, indent=1) + "\n")
