@@ -35,6 +35,11 @@ gradient against PyMC's compiled functions on several models.
 from __future__ import annotations
 
 
+def _same_type(new, old) -> bool:
+    """Whether a replacement has the dtype and broadcast pattern of what it replaces."""
+    return (new.type.dtype, new.type.broadcastable) == (old.type.dtype, old.type.broadcastable)
+
+
 def _lift_switch():
     import pytensor.tensor as pt
     from pytensor.graph.rewriting.basic import node_rewriter
@@ -65,13 +70,7 @@ def _lift_switch():
         if a.type.dtype != b.type.dtype:
             return None
         lifted = op(pt.switch(cond, a, b))
-        old = node.outputs[0]
-        if (lifted.type.dtype, lifted.type.broadcastable) != (
-            old.type.dtype,
-            old.type.broadcastable,
-        ):
-            return None
-        return [lifted]
+        return [lifted] if _same_type(lifted, node.outputs[0]) else None
 
     return lift_switch_through_unary
 
@@ -89,10 +88,7 @@ def _lean_softplus():
             return None
         (x,) = node.inputs
         lean = pt.maximum(x, 0) + pt.log1p(pt.exp(-pt.abs(x)))
-        old = node.outputs[0]
-        if (lean.type.dtype, lean.type.broadcastable) != (old.type.dtype, old.type.broadcastable):
-            return None
-        return [lean]
+        return [lean] if _same_type(lean, node.outputs[0]) else None
 
     return lean_softplus
 
@@ -122,13 +118,7 @@ def _safe_log1mexp():
             pt.log1p(-pt.exp(pt.switch(below, x, half))),
             pt.log(-pt.expm1(pt.switch(below, half, x))),
         )
-        old = node.outputs[0]
-        if (piecewise.type.dtype, piecewise.type.broadcastable) != (
-            old.type.dtype,
-            old.type.broadcastable,
-        ):
-            return None
-        return [piecewise]
+        return [piecewise] if _same_type(piecewise, node.outputs[0]) else None
 
     return safe_log1mexp
 
@@ -206,10 +196,9 @@ def guard_switch_branches(fgraph) -> int:
         if branches[0] is when_true and branches[1] is when_false:
             continue
         new = pt.switch(cond, *branches)
-        old = node.outputs[0]
-        if (new.type.dtype, new.type.broadcastable) != (old.type.dtype, old.type.broadcastable):
+        if not _same_type(new, node.outputs[0]):
             continue
-        fgraph.replace(old, new, reason="guard_switch_branches", import_missing=True)
+        fgraph.replace(node.outputs[0], new, reason="guard_switch_branches", import_missing=True)
         guarded += 1
     return guarded
 
