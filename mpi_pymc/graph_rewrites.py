@@ -25,7 +25,8 @@ Two more keep the gradient finite. JAX evaluates both pieces of a piecewise func
 gives the piece not taken a zero cotangent, which times that piece's own infinite derivative
 is NaN: :func:`guard_switch_branches` feeds each piece of ``switch(z < k, f(z), g(z))`` only
 the ``z`` it is taken for (PyMC's normal log-CDF and log-survival, so every censored or truncated
-normal), and :func:`_safe_log1mexp` does the same inside ``log1mexp`` (a Weibull's survival).
+normal), and :func:`_safe_log1mexp` writes ``log1mexp`` out as such a switch first (a Weibull's
+survival).
 
 Measured in ``benchmarks/README.md`` ("The log-density: fewer transcendentals"). The rewrites
 change no value beyond rounding; ``tests/test_graph_rewrites.py`` checks log-density and
@@ -102,22 +103,17 @@ def _safe_log1mexp():
 
     @node_rewriter([Elemwise])
     def safe_log1mexp(fgraph, node):
-        """``log1mexp(x)`` -> its two pieces, each fed ``x`` only where it is taken (see
-        :func:`guard_switch_branches`). PyTensor's JAX translation selects between
-        ``log1p(-exp(x))`` and ``log(-expm1(x))`` at ``x = log(1/2)``; near ``x = 0`` the first is
-        ``log(0)``, and its gradient, multiplied by the zero ``where`` passes it, is NaN. PyMC's
-        log-survival of a Weibull, and every ``pm.Censored`` of a distribution whose survival it
-        derives from the CDF, go through here."""
+        """``log1mexp(x)`` -> ``switch(x < log(1/2), log1p(-exp(x)), log(-expm1(x)))``, the
+        pieces PyTensor's JAX translation selects between, as a graph that
+        :func:`guard_switch_branches` (run after this) then guards: near ``x = 0`` the first
+        piece is ``log(0)``, and its gradient, multiplied by the zero ``where`` passes it, was
+        NaN. PyMC's log-survival of a Weibull, and every ``pm.Censored`` of a distribution whose
+        survival it derives from the CDF, go through here."""
         if not isinstance(node.op.scalar_op, Log1mexp):
             return None
         (x,) = node.inputs
         half = pt.constant(np.full((1,) * x.type.ndim, np.log(0.5)), dtype=x.type.dtype)
-        below = pt.lt(x, half)
-        piecewise = pt.switch(
-            below,
-            pt.log1p(-pt.exp(pt.switch(below, x, half))),
-            pt.log(-pt.expm1(pt.switch(below, half, x))),
-        )
+        piecewise = pt.switch(pt.lt(x, half), pt.log1p(-pt.exp(x)), pt.log(-pt.expm1(x)))
         return [piecewise] if _same_type(piecewise, node.outputs[0]) else None
 
     return safe_log1mexp
@@ -217,8 +213,8 @@ def optimize_for_jax(fgraph) -> None:
     mode.JAX.excluding("fusion").optimizer.rewrite(fgraph)
     EquilibriumGraphRewriter([_lift_switch()], max_use_ratio=100).rewrite(fgraph)
     in2out(_lean_softplus()).rewrite(fgraph)
-    guard_switch_branches(fgraph)
     in2out(_safe_log1mexp()).rewrite(fgraph)
+    guard_switch_branches(fgraph)
 
 
 def _data_only(fgraph, var, data_inputs: set) -> bool:

@@ -40,15 +40,25 @@ def _goal_measures(stats: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return bulk, tail, rhat
 
 
-def goal_met(stats: dict, until_ess: int, until_rhat: float, tail_goal: int | None = None) -> bool:
-    """Min bulk ESS at least ``until_ess``, min tail ESS at least ``tail_goal`` (default
-    ``until_ess``; 0 asks nothing of it) and max R-hat at most ``until_rhat`` (a NaN in a
-    measure the goal uses, e.g. a stuck parameter, means not yet)."""
+def _measures_of_goal(stats: dict, until_ess: int, tail_goal: int | None):
+    """``(bulk, tail, rhat, tail_goal)`` with the tail goal's default (``until_ess``) applied,
+    or None where a measure the goal uses is missing or NaN (a stuck parameter): not yet."""
     tail_goal = until_ess if tail_goal is None else tail_goal
     bulk, tail, rhat = _goal_measures(stats)
     values = np.concatenate([bulk, tail, rhat] if tail_goal else [bulk, rhat])
     if values.size == 0 or np.isnan(values).any():
+        return None
+    return bulk, tail, rhat, tail_goal
+
+
+def goal_met(stats: dict, until_ess: int, until_rhat: float, tail_goal: int | None = None) -> bool:
+    """Min bulk ESS at least ``until_ess``, min tail ESS at least ``tail_goal`` (default
+    ``until_ess``; 0 asks nothing of it) and max R-hat at most ``until_rhat`` (a NaN in a
+    measure the goal uses, e.g. a stuck parameter, means not yet)."""
+    measures = _measures_of_goal(stats, until_ess, tail_goal)
+    if measures is None:
         return False
+    bulk, tail, rhat, tail_goal = measures
     tail_ok = not tail_goal or tail.min() >= tail_goal
     return bool(bulk.min() >= until_ess and tail_ok and rhat.max() <= until_rhat)
 
@@ -80,13 +90,12 @@ def next_chunk(
     resumes) takes the same chunks and stops at the same draw.
     """
     whole = min(chunk_draws, remaining)
-    if stats is None or draw <= 0:
+    measures = (
+        None if stats is None or draw <= 0 else _measures_of_goal(stats, until_ess, tail_goal)
+    )
+    if measures is None or measures[2].max() > until_rhat:
         return whole
-    tail_goal = until_ess if tail_goal is None else tail_goal
-    bulk, tail, rhat = _goal_measures(stats)
-    used = [bulk, tail, rhat] if tail_goal else [bulk, rhat]
-    if any(v.size == 0 or np.isnan(v).any() for v in used) or rhat.max() > until_rhat:
-        return whole
+    bulk, tail, _, tail_goal = measures
     shortfall = until_ess / max(bulk.min(), 1e-9)
     if tail_goal:
         shortfall = max(shortfall, tail_goal / max(tail.min(), 1e-9))
