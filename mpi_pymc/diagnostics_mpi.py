@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
-from mpi_pymc.diagnostics import STAT_KEYS, all_diagnostics
+from mpi_pymc.diagnostics import STAT_KEYS, diagnostics_by_parameter
 from mpi_pymc.errors import agree
 
 _MPI_MAX_COUNT = 2**31 - 1
@@ -79,7 +79,8 @@ def _transpose_to_parameters(
     chain_counts: Sequence[int],
     slices: Sequence[tuple[int, int]],
 ) -> np.ndarray:
-    """All chains (global order) of this rank's parameter slice: ``(chains, draws, my_params)``."""
+    """All chains (global order) of this rank's parameter slice, parameters first: ``(my_params,
+    chains, draws)``, the layout :func:`~mpi_pymc.diagnostics.diagnostics_by_parameter` works in."""
     rank, size = comm.Get_rank(), comm.Get_size()
     local_chains, n_draws, n_params = local.shape
     my_start, my_stop = slices[rank]
@@ -104,15 +105,15 @@ def _transpose_to_parameters(
     finally:
         column_unit.Free()
 
-    # Each source sent (param, chain, draw); lay the blocks out as (chain, draw, param).
-    slice_draws = np.empty((sum(chain_counts), n_draws, my_params), dtype=np.float64)
+    # Each source sent (param, chain, draw): its chains go next to the earlier sources'.
+    slice_draws = np.empty((my_params, sum(chain_counts), n_draws), dtype=np.float64)
     first_chain = 0
     for source in range(size):
         chains = chain_counts[source]
         block = received[recv_displs[source] : recv_displs[source] + block_sizes[source]]
-        slice_draws[first_chain : first_chain + chains] = block.reshape(
+        slice_draws[:, first_chain : first_chain + chains] = block.reshape(
             my_params, chains, n_draws
-        ).transpose(1, 2, 0)
+        )
         first_chain += chains
     return slice_draws
 
@@ -179,7 +180,7 @@ def distributed_diagnostics(
     packed = np.empty((my_stop - my_start, len(STAT_KEYS)), dtype=np.float64)
     if packed.shape[0]:
         try:
-            local_stats = all_diagnostics(slice_draws, superchain_sizes=counts)
+            local_stats = diagnostics_by_parameter(slice_draws, superchain_sizes=counts)
             for column, key in enumerate(STAT_KEYS):
                 packed[:, column] = local_stats[key]
         except Exception as error:  # agreed below, so that no rank waits in Allgatherv forever

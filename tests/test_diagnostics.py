@@ -341,3 +341,35 @@ def test_convergence_warnings_name_parameters() -> None:
     assert "Bulk ESS is below 400" in bulk_message and "(b;" in bulk_message
     assert "Tail ESS" in tail_message and "(b, a;" in tail_message
     assert not any("c;" in message or ", c" in message for message in messages)
+
+
+def test_threaded_blocks_give_the_numbers_of_one_block(monkeypatch) -> None:
+    # 64 chains x 400 draws x 9 parameters is above THREADED_SIZE: the parameters are spread
+    # over blocks (and threads, where the process may use more than one core). A parameter's
+    # statistics must not depend on the block it fell in, and must still match ArviZ.
+    rng = np.random.default_rng(17)
+    draws = np.concatenate(
+        [mixed_draws(64, 400, seed=17), np.round(rng.normal(size=(64, 400, 2)), 1),
+         np.full((64, 400, 1), 2.5)],
+        axis=-1,
+    )  # fmt: skip
+    monkeypatch.setattr(diagnostics, "usable_cores", lambda: 3)
+    workers, bounds = diagnostics._blocks(draws.shape[2], draws.size)
+    assert workers == 3 and len(bounds) - 1 == draws.shape[2]  # one parameter a block
+    threaded = diagnostics.all_diagnostics(draws, superchain_sizes=[32, 32])
+    monkeypatch.setattr(diagnostics, "THREADED_SIZE", draws.size)
+    whole = diagnostics.all_diagnostics(draws, superchain_sizes=[32, 32])
+    for key in threaded:
+        np.testing.assert_array_equal(threaded[key], whole[key], err_msg=key)
+    assert_matches_arviz(draws)
+
+
+@pytest.mark.parametrize("fft_values", [64, 1 << 15])
+def test_mean_autocovariance_in_batches_of_chains_and_parameters(monkeypatch, fft_values) -> None:
+    # 64: every FFT call takes one chain of one parameter; 1 << 15: all chains of a parameter
+    # and several parameters in one call.
+    draws = np.random.default_rng(18).normal(size=(300, 40, 5)).cumsum(axis=1)
+    monkeypatch.setattr(diagnostics, "FFT_VALUES", fft_values)
+    expected = diagnostics.autocovariance(draws).mean(axis=0)
+    ours = diagnostics.mean_autocovariance(draws)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
