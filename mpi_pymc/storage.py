@@ -459,10 +459,15 @@ class ShardWriter(_Writer):
         are closed by now and are read directly, never through the main file rank 0 holds.
         """
         lo, hi = self.chain_group.start, self.chain_group.stop
-        out = np.array(self.shard[group][name][()])
+        wanted = self.layout.draws if draws is None else min(draws, self.layout.draws)
+        # Only the draws asked for: the shard is allocated for --draws, which an --until-ess
+        # run sets as a cap far above the draws its goal checks read.
+        out = np.array(self.shard[group][name][:, :wanted])
         stops = [s["draw_start"] for s in self.segments[1:]] + [self.layout.draws]
         for segment, stop in zip(self.segments[:-1], stops[:-1], strict=True):
-            start = segment["draw_start"]
+            start, stop = segment["draw_start"], min(stop, wanted)
+            if start >= stop:
+                continue
             for rank, (g_lo, g_hi) in enumerate(segment["groups"]):
                 a, b = max(lo, g_lo), min(hi, g_hi)
                 if a >= b:
@@ -472,7 +477,7 @@ class ShardWriter(_Writer):
                     out[a - lo : b - lo, start:stop] = old[group][name][
                         a - g_lo : b - g_lo, start:stop
                     ]
-        return out[:, :draws]
+        return out
 
     def trim(self, draws: int) -> None:
         """Collective: the main file maps only the first ``draws`` draws of every chain (the
