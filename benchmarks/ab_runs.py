@@ -1,8 +1,10 @@
 """Whole runs of two source trees side by side: the same `mpirun -n R python -m mpi_pymc run`
 on the same model file and seeds, A and B alternating seed by seed, cold compile cache.
 
-    python benchmarks/ab_runs.py MODEL.py --trees /work/main,/tmp/wt-b --seeds 7,1,2 \
-        [--env MPI_PYMC_N=50000 --env MPI_PYMC_D=20] [--ranks 2] [-- EXTRA RUN ARGS]
+    python benchmarks/ab_runs.py --trees /work/main,/tmp/wt-b --seeds 7,1,2 \
+        [--env MPI_PYMC_N=50000 --env MPI_PYMC_D=20] [--ranks 2] MODEL.py [-- EXTRA RUN ARGS]
+
+(the model after this script's own options: argparse reads nothing after ``--`` as options.)
 
 A "tree" is a checkout of this repository (a `git worktree`); its `mpi_pymc` is the one
 imported, as `python -m` puts the working directory first. For every run it prints the wall
