@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,16 +202,37 @@ def load(path: str, meta: dict, chains: range) -> Checkpoint:
 
 def read_checkpoint(path: str, chains: range | None = None) -> Checkpoint:
     """The latest good checkpoint, whole or for ``chains`` (one process; a run's ranks go
-    through :func:`candidates`, :func:`verify` and :func:`load` together)."""
-    problems = []
-    for where, meta in candidates(path):
+    through :func:`first_intact` with a verdict they agree on)."""
+
+    def wanted(meta: dict) -> range:
+        return range(int(meta["chains"])) if chains is None else chains
+
+    return first_intact(path, candidates(path), wanted)
+
+
+def first_intact(
+    path: str,
+    manifests: list,
+    wanted: Callable[[dict], range],
+    verdict: Callable[[str | None], str | None] = lambda problem: problem,
+) -> Checkpoint:
+    """The first of ``manifests`` (:func:`candidates`: latest first) whose parts hold the
+    chains ``wanted(meta)`` intact, loaded; its ``fallback`` says why a later one was passed
+    over (None when it is the latest). ``verdict`` turns this process's finding (None: intact)
+    into the one acted on: a run's ranks gather theirs, so one rank's damaged part is every
+    rank's reason to fall back.
+
+    Raises UserError naming every problem when no checkpoint is intact.
+    """
+    problems: list[str] = []
+    for where, meta in manifests:
         if isinstance(meta, str):
             problems.append(meta)
             continue
-        wanted = range(int(meta["chains"])) if chains is None else chains
-        problem = verify(where, meta, wanted)
+        chains = wanted(meta)
+        problem = verdict(verify(where, meta, chains))
         if problem is None:
-            ckpt = load(where, meta, wanted)
+            ckpt = load(where, meta, chains)
             ckpt.fallback = "; ".join(problems) or None
             return ckpt
         problems.append(f"checkpoint '{where}': {problem}")

@@ -283,15 +283,14 @@ def _resolve_resume(config: RunConfig, original: RunConfig, comm) -> tuple[RunCo
             f"--resume: {comm.Get_size()} ranks but only {config.chains} chains: launch fewer ranks"
         )
     mine = seeding.chain_group(int(config.chains), comm.Get_size(), comm.Get_rank())
-    for where, meta in readable:
-        verdicts = comm.allgather(checkpoint.verify(where, meta, mine))
-        failed = [problem for problem in verdicts if problem is not None]
-        if not failed:
-            ckpt = checkpoint.load(where, meta, mine)
-            ckpt.fallback = "; ".join(problems) or None
-            return config, ckpt
-        problems.append(f"checkpoint '{where}': {failed[0]}")
-    raise AgreedError(checkpoint.corrupted(path, problems))
+
+    def agreed(problem: str | None) -> str | None:
+        return next((found for found in comm.allgather(problem) if found is not None), None)
+
+    try:
+        return config, checkpoint.first_intact(path, manifests, lambda meta: mine, agreed)
+    except UserError as exc:  # every rank reached the same verdicts
+        raise AgreedError(str(exc)) from None
 
 
 @dataclass
