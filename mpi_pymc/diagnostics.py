@@ -154,7 +154,7 @@ def _normal_scores(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for param in range(n_params):
         order = np.argsort(values[param])
         ordered[param] = values[param][order]
-        sorted_scores = table
+        scores[param, order] = table
         new_value = np.empty(size, dtype=bool)
         new_value[:1] = True
         np.not_equal(ordered[param, 1:], ordered[param, :-1], out=new_value[1:])
@@ -164,12 +164,11 @@ def _normal_scores(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             tied = sizes > 1
             starts, sizes = starts[tied], sizes[tied]
             mean_rank = (starts + (starts + sizes) + 1) / 2.0  # 1-based ranks start+1 .. stop
+            # Sorted positions of every tied group's members: start, start + 1, ..., stop - 1.
             members = np.arange(sizes.sum()) + np.repeat(starts - np.cumsum(sizes) + sizes, sizes)
-            sorted_scores = table.copy()
-            sorted_scores[members] = np.repeat(
+            scores[param, order[members]] = np.repeat(
                 special.ndtri((mean_rank - _BLOM_OFFSET) / scale), sizes
             )
-        scores[param, order] = sorted_scores
     return scores.reshape(rows.shape), ordered
 
 
