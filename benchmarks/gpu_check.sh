@@ -29,6 +29,9 @@
 #      the default NUTS, and hmc with --adapt-group 64
 #   8e. answer_warm: 8d for hmc then NUTS, each twice with the user's JAX compile cache (the
 #      first run fills it, the second starts warm)
+#   8f. diag_time: benchmarks/diagnostics_time.py on this checkout, the summary diagnostics of
+#      1024 chains x 500 draws x 55 parameters (and 64 x 300 x 55) on the host's cores, as a
+#      1024-chain run computes them at its end (#15: they took 9.9 s on an H200 host)
 #   9. collect: $OUT/gpu_results.json and $OUT/gpu_results.md; the whole log is
 #      $OUT/gpu_check.log, one JSON line per step in $OUT/steps.jsonl
 # STEPS="facts hmc_many" runs only the steps named (keys in want() below); default all.
@@ -56,17 +59,19 @@ if [ "$SMOKE" = 1 ]; then
     TUNE=100 DRAWS=100 SMALL_TUNE=100 SMALL_DRAWS=100 LONG_DRAWS=300 MANY=16 MOST=64 SMOKE_FLAG=--smoke
     GOAL=1000
     PROFILE_TRANSITIONS=10
+    DIAG_SHAPES=64x100x5
 else
     export MPI_PYMC_N=${MPI_PYMC_N:-500000} MPI_PYMC_D=${MPI_PYMC_D:-54}
     TUNE=1000 DRAWS=1000 SMALL_TUNE=500 SMALL_DRAWS=500 LONG_DRAWS=2000 MANY=64 MOST=1024 SMOKE_FLAG=
     GOAL=10000
     PROFILE_TRANSITIONS=50
+    DIAG_SHAPES=1024x500x55,64x300x55
 fi
 DEADLINE=$((SECONDS + BUDGET))
 
 # want KEY: is step KEY among STEPS ("all", or some of: facts reference hmc4 hmc_many hmc_most
 # hmc_long hmc_alone nuts4 nuts_profile nuts_profile_pytensor nuts_many answer_nuts answer_hmc
-# answer_warm)?
+# answer_warm diag_time)?
 want() {
     [ "$STEPS" = all ] || [[ " $STEPS " == *" $1 "* ]]
 }
@@ -196,6 +201,8 @@ main() {
             benchmarks/gpu_check.py mpi "${g[@]}" "${answer[@]}" "${extra[@]}" --warm-cache \
             --name "answer-$name-${MANY}ch-warm"
     done
+    want diag_time && step "summary diagnostics, $DIAG_SHAPES" 90 $PYTHON \
+        benchmarks/diagnostics_time.py --trees "$REPO" --shapes "$DIAG_SHAPES" --repeats 2
     echo
     echo "== collect"
     timeout 60 $PYTHON benchmarks/gpu_check.py collect --out "$OUT" $SMOKE_FLAG
