@@ -119,22 +119,22 @@ def _safe_log1mexp():
     return safe_log1mexp
 
 
-def _depends_elementwise(var, on, memo: dict) -> tuple[bool, bool]:
-    """(whether ``var`` depends on ``on``, whether every path from ``on`` to it is Elemwise)."""
+def _depends_elementwise(var, on) -> tuple[bool, bool]:
+    """(whether ``var`` depends on ``on``, whether every path from ``on`` to it is Elemwise).
+
+    One forward pass over ``var``'s ancestors in topological order (PyTensor's walk is
+    iterative, so a deep graph, such as an unrolled recursion, does not exhaust Python's stack).
+    """
+    from pytensor.graph.traversal import io_toposort
     from pytensor.tensor.elemwise import Elemwise
 
-    if var is on:
-        return True, True
-    if var in memo:
-        return memo[var]
-    result = (False, True)
-    if var.owner is not None:
-        found = [_depends_elementwise(i, on, memo) for i in var.owner.inputs]
-        depends = any(d for d, _ in found)
-        elementwise = not depends or isinstance(var.owner.op, Elemwise)
-        result = (depends, elementwise and all(ok for _, ok in found))
-    memo[var] = result
-    return result
+    depends = {on}
+    for node in io_toposort([on], [var]):
+        if any(i in depends for i in node.inputs):
+            if not isinstance(node.op, Elemwise):
+                return True, False
+            depends.update(node.outputs)
+    return var in depends, True
 
 
 def guard_switch_branches(fgraph) -> int:
@@ -180,10 +180,9 @@ def guard_switch_branches(fgraph) -> int:
         if node.outputs[0].type.ndim != z.type.ndim:
             continue
         bound = pt.cast(k, z.type.dtype)
-        memo: dict = {}
         branches = []
         for branch, taken in ((when_true, True), (when_false, False)):
-            depends, elementwise = _depends_elementwise(branch, z, memo)
+            depends, elementwise = _depends_elementwise(branch, z)
             if depends and elementwise:
                 seen = pt.switch(cond, z, bound) if taken else pt.switch(cond, bound, z)
                 # The rest of the branch's graph stays shared with the other uses of it.

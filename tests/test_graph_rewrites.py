@@ -251,3 +251,28 @@ def test_data_outside_the_support_still_gives_minus_infinity():
     assert not np.isfinite(model.compile_logp()(model.initial_point()))
     value = jax.jit(compiled.logdensity)(jnp.asarray(compiled.initial_flat), compiled.data)
     assert float(value) == -np.inf
+
+
+def test_guard_walks_a_branch_deeper_than_pythons_stack():
+    # An elementwise chain below the switch deeper than Python's stack (an unrolled recursion
+    # gives such graphs; here 800 ops under a limit of 400 frames, to stay quick): the walk that
+    # finds which branches depend on z only elementwise must not recurse.
+    import sys
+
+    from pytensor.graph.fg import FunctionGraph
+
+    from mpi_pymc.graph_rewrites import guard_switch_branches
+
+    z = pt.vector("z")
+    deep = z
+    for _ in range(400):
+        deep = deep * 1.0001 + 0.001
+    out = pt.switch(pt.lt(z, pt.constant(np.zeros(1))), pt.log1p(-pt.exp(deep)), deep)
+    graph = FunctionGraph([z], [out], clone=True)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(400)
+    try:
+        guarded = guard_switch_branches(graph)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert guarded == 1  # both branches depend on z elementwise
