@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A private one-node SLURM cluster on this machine, for the tests in tests/test_slurm.py.
+# A private one-node SLURM cluster on this machine, for the tests in tests/system/test_slurm_jobs.py.
 #
 #   bash .ci/slurm.sh up      # install (Debian packages) and start munged, slurmctld, slurmd
 #   bash .ci/slurm.sh down    # stop exactly the daemons `up` started (by their recorded PIDs)

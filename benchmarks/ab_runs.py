@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mpi_pymc.bench.launching import read_output_attrs  # noqa: E402
-from mpi_pymc.launch import local_mpi_env  # noqa: E402
+from mpi_pymc.core.mpi_env import local_mpi_env  # noqa: E402
 
 
 def one_run(tree: str, model: str, seed: int, ranks: int, env: dict, extra: list[str]) -> dict:

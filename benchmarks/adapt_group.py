@@ -31,9 +31,9 @@ def run_one(compiled, chains: int, tune: int, draws: int, group: int, seed: int)
     import jax.numpy as jnp
     import numpy as np
 
-    from mpi_pymc import diagnostics
-    from mpi_pymc.samplers.hmc import MEASURE_EVERY, AdaptiveHmc
-    from mpi_pymc.sampling import vmap_chains
+    from mpi_pymc.diagnostics import maths as diagnostics
+    from mpi_pymc.sampling.chain_group import vmap_chains
+    from mpi_pymc.sampling.hmc import MEASURE_EVERY, AdaptiveHmc
 
     kernel = AdaptiveHmc(compiled.logdensity, tune, 0.8, 1024, group_size=group)
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
 
-    from mpi_pymc.compile import compile_model
+    from mpi_pymc.model.compile import compile_model
 
     compiled = compile_model(runpy.run_path(str(MODEL))["build_model"](), args.precision)
     print(

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     pytensor.config.floatX = "float64"
     record["import_seconds"] = time.perf_counter() - t0
 
-    from mpi_pymc.model_loading import load_model
+    from mpi_pymc.model.loading import load_model
 
     t0 = time.perf_counter()
     model_path, _, name = args.model.partition(":")

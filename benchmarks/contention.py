@@ -33,8 +33,8 @@ def worker(model: str, chains: int, iterations: int, repeats: int) -> None:
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
-    from mpi_pymc.compile import compile_model
-    from mpi_pymc.model_loading import load_model
+    from mpi_pymc.model.compile import compile_model
+    from mpi_pymc.model.loading import load_model
 
     jax.config.update("jax_enable_x64", True)
     path, _, name = model.partition(":")

@@ -26,7 +26,7 @@ import numpy as np
 threads = int(sys.argv[3])
 if threads:
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
-from mpi_pymc import diagnostics
+from mpi_pymc.diagnostics import maths as diagnostics
 shape = tuple(int(n) for n in sys.argv[1].split("x"))
 rng = np.random.default_rng(20261206)
 draws = (0.1 * rng.standard_normal(shape).cumsum(axis=1) + rng.standard_normal(shape))

@@ -22,7 +22,7 @@
 #   8b. nuts_profile: benchmarks/nuts_profile.py, cost per lockstep leapfrog of the project's
 #      NUTS, numpyro's and blackjax's against one gradient, 1 chain float64 and 64 chains float32
 #   8b'. nuts_profile_pytensor: the same two profiles over PyTensor's JAX program, without
-#      mpi_pymc's graph rewrites (before/after of mpi_pymc/graph_rewrites.py)
+#      mpi_pymc's graph rewrites (before/after of mpi_pymc/model/graph_rewrites.py)
 #   8c. nuts_many: mpi_pymc's default NUTS, 64 chains float32, 500+500
 #   8d. answer_nuts / answer_hmc: time to answer, --until-ess GOAL (10,000; SMOKE 1,000) with
 #      64 float32 chains, --draws 2000 as the cap, goal checked every 50 draws, cold JAX cache:

@@ -62,9 +62,9 @@ def targets() -> dict:
 
 
 def run(logdensity, dim: int, seed: int, group: int) -> dict:
-    from mpi_pymc import diagnostics
-    from mpi_pymc.samplers.hmc import AdaptiveHmc
-    from mpi_pymc.sampling import vmap_chains
+    from mpi_pymc.diagnostics import maths as diagnostics
+    from mpi_pymc.sampling.chain_group import vmap_chains
+    from mpi_pymc.sampling.hmc import AdaptiveHmc
 
     kernel = AdaptiveHmc(lambda x, data: logdensity(x), TUNE, 0.8, max_steps=1024, group_size=group)
 

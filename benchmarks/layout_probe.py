@@ -54,9 +54,9 @@ def _setup(model_path: str, tune: int, transitions: int):
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
-    from mpi_pymc.compile import compile_model
-    from mpi_pymc.model_loading import load_model
-    from mpi_pymc.samplers.nuts import Nuts, transition
+    from mpi_pymc.model.compile import compile_model
+    from mpi_pymc.model.loading import load_model
+    from mpi_pymc.sampling.nuts import Nuts, transition
 
     compiled = compile_model(load_model(model_path), "float64")
     data, logdensity = compiled.data, compiled.logdensity

@@ -79,7 +79,7 @@ def pymc_worker(path: str, thin: int, record: str) -> None:
     import pymc as pm
 
     sys.path.insert(0, str(ROOT))
-    from mpi_pymc.model_loading import load_model
+    from mpi_pymc.model.loading import load_model
 
     t0 = time.perf_counter()
     model = load_model(str(ROOT / MODEL))

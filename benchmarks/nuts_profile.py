@@ -63,9 +63,9 @@ def main(argv=None) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from mpi_pymc.compile import compile_model
-    from mpi_pymc.model_loading import load_model
-    from mpi_pymc.samplers.nuts import Nuts, transition
+    from mpi_pymc.model.compile import compile_model
+    from mpi_pymc.model.loading import load_model
+    from mpi_pymc.sampling.nuts import Nuts, transition
 
     model = load_model(args.model)
     compiled = compile_model(model, args.precision, rewrites=args.graph == "ours")

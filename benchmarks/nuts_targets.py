@@ -30,8 +30,8 @@ CHAINS, DRAWS = 4, 1000
 
 
 def run(logdensity, dim: int, seed: int, window: int, early: int, tune: int, noise: float) -> dict:
-    from mpi_pymc import diagnostics
-    from mpi_pymc.samplers import nuts
+    from mpi_pymc.diagnostics import maths as diagnostics
+    from mpi_pymc.sampling import nuts
 
     nuts.CONVERGED_WINDOW = window if window > 0 else 10**9
     nuts.CONVERGED_NOISE = noise

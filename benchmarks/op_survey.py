@@ -8,7 +8,7 @@ for Flat's and HalfFlat's improper cdf); n/a (PyMC defines no such graph); missi
 implementation); error: TYPE (anything else).
 
     .venv/bin/python benchmarks/op_survey.py                  # PyTensor's and PyMC's translations
-    .venv/bin/python benchmarks/op_survey.py --with-mpi-pymc  # after mpi_pymc.jax_ops.register()
+    .venv/bin/python benchmarks/op_survey.py --with-mpi-pymc  # after model.jax_ops.register()
 """
 
 import argparse
@@ -129,7 +129,7 @@ def main() -> None:
     jax.config.update("jax_enable_x64", True)
     print(f"pymc {pm.__version__}, pytensor {pytensor.__version__}, jax {jax.__version__}")
     if args.with_mpi_pymc:
-        from mpi_pymc import jax_ops
+        from mpi_pymc.model import jax_ops
 
         print("mpi_pymc registered its translations of:", jax_ops.register())
     needed_by: dict[str, list[str]] = defaultdict(list)

@@ -31,7 +31,7 @@ PHASES = ("startup", "load_model", "compile", "init", "jit", "warmup", "sampling
 def _run(ranks: int, args: argparse.Namespace, tmp: Path) -> dict:
     import h5py
 
-    from mpi_pymc.launch import find_mpirun, local_mpi_env
+    from mpi_pymc.core.mpi_env import find_mpirun, local_mpi_env
 
     out = tmp / f"r{ranks}.h5"
     env = local_mpi_env()

@@ -37,8 +37,8 @@ def _fsync(path: Path) -> None:
 def worker(args) -> None:
     from mpi4py import MPI
 
-    from mpi_pymc import storage
-    from mpi_pymc.seeding import chain_group
+    from mpi_pymc.core.seeding import chain_group
+    from mpi_pymc.output import storage
 
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -118,7 +118,7 @@ def main() -> int:
 
     import h5py
 
-    from mpi_pymc.launch import local_mpi_env, mpirun_command
+    from mpi_pymc.core.mpi_env import local_mpi_env, mpirun_command
 
     writers = ["shards"] + (["mpio"] if h5py.get_config().mpi else [])
     results = []

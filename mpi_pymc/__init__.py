@@ -15,8 +15,8 @@ from mpi_pymc.api import (  # noqa: E402
     postprocess,
     sample,
 )
-from mpi_pymc.config import UserError  # noqa: E402
-from mpi_pymc.launch import prefer_local_transports  # noqa: E402
+from mpi_pymc.core.config import UserError  # noqa: E402
+from mpi_pymc.core.mpi_env import prefer_local_transports  # noqa: E402
 from mpi_pymc.submit import SlurmJob, submit  # noqa: E402
 
 # Before any module starts MPI (mpi4py starts it when first imported).

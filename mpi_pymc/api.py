@@ -1,6 +1,6 @@
 """The Python API: :func:`sample`, modelled on ``pm.sample``, over the same driver as the CLI.
 
-Two ways to run, one code path (:func:`mpi_pymc.run.run`):
+Two ways to run, one code path (:func:`mpi_pymc.driver.run`):
 
 * **SPMD** — ``mpirun -n 8 python fit.py`` where ``fit.py`` builds the model and calls
   ``sample()`` on every rank (the model-file contract: every rank builds the same model), or a
@@ -25,11 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mpi_pymc.config import DEFAULT_UNTIL_RHAT, RunConfig, UserError, parse_duration
-from mpi_pymc.errors import EXIT_CHECKPOINTED, EXIT_OK, EXIT_USER
+from mpi_pymc.core.config import DEFAULT_UNTIL_RHAT, RunConfig, UserError, parse_duration
+from mpi_pymc.core.errors import EXIT_CHECKPOINTED, EXIT_OK, EXIT_USER
+from mpi_pymc.core.mpi_env import names_a_rank, under_mpi_launcher
 
-# Environment variables that say this process is a rank of a launched MPI job.
-_LAUNCHED_MARKERS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
 # Where sample() writes when no ``out`` is given (a new file per call, never an old one).
 DEFAULT_RUNS_DIR = "mpi_pymc_runs"
 _ERROR_PREFIX = "mpi_pymc: error: "
@@ -91,7 +90,7 @@ def sample(
                 "ranks= launches its own MPI job, but this process already is a rank of one: "
                 "drop ranks= (every rank of the job calls sample()) or run without mpirun"
             )
-        from mpi_pymc.config import validate
+        from mpi_pymc.core.config import validate
 
         validate(config, ranks, model is not None)  # mistakes fail here, before any rank starts
         return launch(config, model, ranks, launcher)
@@ -197,7 +196,7 @@ def pickle_model(model, path: Path) -> None:
 def _resolve_model(model) -> tuple[Any, str | None, str | None]:
     """(model object, model file, attribute) from what the caller passed."""
     if isinstance(model, str | os.PathLike):
-        from mpi_pymc.config import parse_model_spec
+        from mpi_pymc.core.config import parse_model_spec
 
         path, name = parse_model_spec(os.fspath(model))
         return None, path, name
@@ -230,19 +229,6 @@ def _seconds(max_time: float | str | None) -> float | None:
     return parse_duration(str(max_time))
 
 
-def under_mpi_launcher(environ=os.environ) -> bool:
-    """Whether this process is a rank started by mpirun/mpiexec/srun (judged before MPI starts)."""
-    if any(name in environ for name in _LAUNCHED_MARKERS):
-        return True
-    return "SLURM_STEP_ID" in environ and "SLURM_PROCID" in environ
-
-
-def _names_a_rank(variable: str) -> bool:
-    """Variables an MPI library set for this process (e.g. a singleton init in a notebook that
-    imported mpi4py): the launched job must not believe it runs inside them."""
-    return variable in _LAUNCHED_MARKERS or variable.startswith(("PMIX_", "OMPI_COMM_WORLD_"))
-
-
 def default_out(model, runs_dir: str = DEFAULT_RUNS_DIR, now: float | None = None) -> str:
     """A new output path for a call without ``out``: ``RUNS_DIR/NAME-YYYYmmdd-HHMMSS[-k].h5``.
 
@@ -265,9 +251,9 @@ def _sample_here(config: RunConfig, model, comm):
     """SPMD: this process is one rank of the job (or the only one)."""
     from mpi4py import MPI
 
-    from mpi_pymc.errors import agree
-    from mpi_pymc.run import run
-    from mpi_pymc.stopping import STOP_SIGNAL
+    from mpi_pymc.core.errors import agree
+    from mpi_pymc.driver import run
+    from mpi_pymc.sampling.stopping import STOP_SIGNAL
 
     comm = comm if comm is not None else MPI.COMM_WORLD
     if config.out is None:
@@ -291,7 +277,7 @@ def _sample_here(config: RunConfig, model, comm):
 def _as_one_rank(comm, work):
     """``work()`` on this rank of the job: agreed failures and a lone process's raise here;
     anything this rank alone knows ends every rank (the others may wait in a collective)."""
-    from mpi_pymc.errors import AgreedError, abort
+    from mpi_pymc.core.errors import AgreedError, abort
 
     try:
         return work()
@@ -325,7 +311,7 @@ def postprocess(
     """
     from mpi4py import MPI
 
-    from mpi_pymc import postprocessing
+    from mpi_pymc.postprocess import run as postprocessing
 
     model, model_path, model_name = _resolve_model(model)
     config = postprocessing.PostprocessConfig(
@@ -376,9 +362,9 @@ def open_result(path: str):
 def launch(config: RunConfig, model, ranks: int, launcher: str = "auto"):
     """Start ``ranks`` ranks of ``python -m mpi_pymc run``, relay their progress, read the
     result. A model object goes to the ranks pickled beside the output (``OUT.launch/``)."""
-    from mpi_pymc.jobscript import run_option_words
-    from mpi_pymc.launch import local_mpi_env
-    from mpi_pymc.progress import RECORDS_ENV
+    from mpi_pymc.core.mpi_env import local_mpi_env
+    from mpi_pymc.driver.progress import RECORDS_ENV
+    from mpi_pymc.jobscript.render import run_option_words
 
     out = config.out or default_out(model if model is not None else config.model_path)
     config = config.replace(out=out)
@@ -388,7 +374,7 @@ def launch(config: RunConfig, model, ranks: int, launcher: str = "auto"):
         spec = str(workdir / "model.pkl")
         pickle_model(model, Path(spec))
     command = launch_command(ranks, ["run", str(spec), *run_option_words(run_options(config))])
-    env = {k: v for k, v in local_mpi_env().items() if not _names_a_rank(k)}
+    env = {k: v for k, v in local_mpi_env().items() if not names_a_rank(k)}
     env[RECORDS_ENV] = "records"
     try:
         code, interrupted, errors = _relay(command, env, config)
@@ -405,7 +391,7 @@ def launch(config: RunConfig, model, ranks: int, launcher: str = "auto"):
 
 def launch_command(ranks: int, args: list[str], launcher: str = "auto") -> list[str]:
     """``mpirun -n N python -m mpi_pymc ARGS`` (``srun`` inside a SLURM allocation)."""
-    from mpi_pymc.launch import mpirun_command
+    from mpi_pymc.core.mpi_env import mpirun_command
 
     if launcher == "auto":
         inside = "SLURM_JOB_ID" in os.environ and shutil.which("srun") is not None
@@ -480,7 +466,7 @@ def _pump(stream, name: str, lines: queue.Queue) -> None:
 
 
 def _show(name: str, line: str, bar, errors: list[str]) -> None:
-    from mpi_pymc.progress import progress_record
+    from mpi_pymc.driver.progress import progress_record
 
     record = progress_record(line) if name == "out" else None
     if record is not None:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mpi_pymc import __version__, jobscript
-from mpi_pymc.config import (
+from mpi_pymc import __version__
+from mpi_pymc.core.config import (
     RunConfig,
     UserError,
     parse_duration,
     parse_model_spec,
 )
-from mpi_pymc.errors import EXIT_CHECKPOINTED, EXIT_OK, EXIT_USER, AgreedError, exit_code_of
+from mpi_pymc.core.errors import EXIT_CHECKPOINTED, EXIT_OK, EXIT_USER, AgreedError, exit_code_of
+from mpi_pymc.jobscript import render as jobscript
 from mpi_pymc.options import add_run_options
 
 DESCRIPTION = """\
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summary.add_argument("path", metavar="OUT.h5")
 
-    from mpi_pymc import bench, postprocessing
+    from mpi_pymc import bench
+    from mpi_pymc.postprocess import run as postprocessing
 
     postprocessing.add_parser(commands)
     bench.add_parser(commands)
@@ -137,7 +139,7 @@ def _command(args: argparse.Namespace, argv: list[str], comm) -> int:
     """``run``, ``postprocess`` or ``summary`` on this rank; failures are left to
     :func:`exit_code_of`."""
     if args.command == "run":
-        from mpi_pymc.run import ignore_stop_signals, run
+        from mpi_pymc.driver import ignore_stop_signals, run
 
         try:
             config = config_from_args(args, argv)
@@ -147,7 +149,7 @@ def _command(args: argparse.Namespace, argv: list[str], comm) -> int:
         ignore_stop_signals()  # this process only exits now: a late walltime signal is moot
         return EXIT_CHECKPOINTED if result.resumable else EXIT_OK
     if args.command == "postprocess":
-        from mpi_pymc import postprocessing
+        from mpi_pymc.postprocess import run as postprocessing
 
         try:
             pass_config = postprocessing.config_from_args(args)

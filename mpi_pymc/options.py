@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from mpi_pymc.config import DEFAULT_UNTIL_RHAT
+from mpi_pymc.core.config import DEFAULT_UNTIL_RHAT
 
 
 def _positive_int(text: str) -> int:

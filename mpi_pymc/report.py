@@ -10,8 +10,8 @@ import os
 import h5py
 import numpy as np
 
-from mpi_pymc import diagnostics
-from mpi_pymc.config import UserError
+from mpi_pymc.core.config import UserError
+from mpi_pymc.diagnostics import maths as diagnostics
 
 
 def _label(values) -> str:

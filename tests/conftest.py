@@ -20,7 +20,7 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(
         reason="model-coverage suite (issue #16): run with `pytest --model-coverage "
-        "tests/test_model_coverage.py`"
+        "tests/system/test_model_coverage.py`"
     )
     for item in items:
         if item.get_closest_marker("coverage") is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mpi_pymc.launch import find_mpirun, local_mpi_env
+from mpi_pymc.core.mpi_env import find_mpirun, local_mpi_env
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -18,7 +18,8 @@ import pytest
 from helpers import EIGHT_SCHOOLS, EXAMPLES, checkpoint_draws, env, mpirun_or_skip, run_ranks
 
 import mpi_pymc
-from mpi_pymc.api import default_out, launch_command, under_mpi_launcher
+from mpi_pymc.api import default_out, launch_command
+from mpi_pymc.core.mpi_env import under_mpi_launcher
 
 DRAWS, TUNE, CHAINS, SEED, CHUNK = 1000, 100, 4, 5, 25
 CLI_SETTINGS = ["--draws", str(DRAWS), "--tune", str(TUNE), "--chains", str(CHAINS),

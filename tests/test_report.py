@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import EIGHT_SCHOOLS, error_lines, run_ranks
 
-from mpi_pymc import diagnostics
+from mpi_pymc.diagnostics import maths as diagnostics
 from mpi_pymc.report import read_posterior_matrix
 
 

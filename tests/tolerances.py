@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 from scipy import stats
 
-from mpi_pymc import diagnostics
+from mpi_pymc.diagnostics import maths as diagnostics
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # ArviZ 0.2x announces its refactor on import

@@ -205,7 +205,7 @@ def _parse_env(pairs: list[str]) -> dict[str, str]:
 
 def _validated(args: argparse.Namespace) -> dict:
     """Every setting checked once, up front; returns the resolved plan."""
-    from mpi_pymc.config import parse_model_spec
+    from mpi_pymc.core.config import parse_model_spec
 
     path, name = parse_model_spec(args.model)
     if not os.path.isfile(path):

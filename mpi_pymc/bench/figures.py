@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from mpi_pymc.config import DEFAULT_UNTIL_RHAT
+from mpi_pymc.core.config import DEFAULT_UNTIL_RHAT
 
 GOAL_RHAT = DEFAULT_UNTIL_RHAT  # what mpi_pymc run --until-ess holds a goal to
 
@@ -151,11 +151,11 @@ def baseline_ratios(mpi_rows: list[dict], baseline_rows: list[dict]) -> list[dic
 def meets_goal(
     record: dict, goal: int, rhat: float = GOAL_RHAT, tail_goal: int | None = None
 ) -> bool:
-    """The rule ``mpi_pymc run --until-ess`` stops by (:func:`mpi_pymc.stopping.goal_met`),
+    """The rule ``mpi_pymc run --until-ess`` stops by (:func:`mpi_pymc.sampling.stopping.goal_met`),
     judged on a record's min bulk and tail ESS and max R-hat (a missing one counts as not met)."""
     # Here, not at the top: the CLI's parsers import this module, and `jobscript --help` runs
-    # where only the wheel is installed (tests/test_packaging.py); stopping needs numpy.
-    from mpi_pymc.stopping import goal_met
+    # where only the wheel is installed (tests/system/test_packaging.py); stopping needs numpy.
+    from mpi_pymc.sampling.stopping import goal_met
 
     keys = {"ess_bulk": "min_ess_bulk", "ess_tail": "min_ess_tail", "r_hat": "max_r_hat"}
     stats = {k: [math.nan if record.get(v) is None else float(record[v])] for k, v in keys.items()}

@@ -63,7 +63,7 @@ def launcher_prefix(launcher: str, ranks: int, extra: Sequence[str] = ()) -> lis
         if found is None:
             raise BenchError("--launcher srun but no srun on PATH: run inside a SLURM job")
         return [found, "-n", str(ranks), *extra]
-    from mpi_pymc.launch import find_mpirun
+    from mpi_pymc.core.mpi_env import find_mpirun
 
     try:
         return [find_mpirun(), "-n", str(ranks), *extra]
@@ -72,7 +72,7 @@ def launcher_prefix(launcher: str, ranks: int, extra: Sequence[str] = ()) -> lis
 
 
 def subprocess_env(launcher: str, extra: dict[str, str]) -> dict[str, str]:
-    from mpi_pymc.launch import local_mpi_env, without_own_transports
+    from mpi_pymc.core.mpi_env import local_mpi_env, without_own_transports
 
     env = local_mpi_env() if launcher == "mpirun" else without_own_transports(dict(os.environ))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
@@ -241,7 +241,7 @@ def run_point(
     if keep_output:
         record["output"] = str(out)
     else:
-        from mpi_pymc.storage import remove_output
+        from mpi_pymc.output.storage import remove_output
 
         remove_output(str(out))
         for leftover in out.parent.glob(f"{out.name}.ckpt*"):

@@ -69,7 +69,7 @@ def gpu_facts() -> list[dict]:
 
 
 def machine_facts(launcher: list[str] | None = None) -> dict:
-    from mpi_pymc.topology import usable_cores
+    from mpi_pymc.core.topology import usable_cores
 
     cores_available = usable_cores()
     facts = {

@@ -1,10 +1,10 @@
-"""Run by tests/test_diagnostics_mpi.py under ``mpirun -n N``: distributed vs pure diagnostics.
+"""Run by tests/diagnostics/test_collective.py under ``mpirun -n N``: distributed vs pure diagnostics.
 
 Every rank builds the same global draws from a fixed seed, keeps its own contiguous chain group
-and calls :func:`mpi_pymc.diagnostics_mpi.distributed_diagnostics`. Rank 0 compares the result
-with :func:`mpi_pymc.diagnostics.all_diagnostics` of the whole array and with ArviZ, and writes
-what it found, with every rank's communication record, to the JSON file named by ``--out``.
-"""
+and calls :func:`mpi_pymc.diagnostics.collective.distributed_diagnostics`. Rank 0 compares the
+result with :func:`mpi_pymc.diagnostics.maths.all_diagnostics` of the whole array and with
+ArviZ, and writes what it found, with every rank's communication record, to the JSON file named
+by ``--out``."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from mpi_pymc.diagnostics import STAT_KEYS, all_diagnostics
-from mpi_pymc.diagnostics_mpi import CommunicationRecord, distributed_diagnostics
+from mpi_pymc.diagnostics.collective import CommunicationRecord, distributed_diagnostics
+from mpi_pymc.diagnostics.maths import STAT_KEYS, all_diagnostics
 
 
 def global_draws(n_chains: int, n_draws: int, n_params: int, seed: int) -> np.ndarray:

@@ -1,0 +1,99 @@
+"""The SPMD driver behind ``python -m mpi_pymc run`` and ``mpi_pymc.sample``: :func:`run` is the
+list of phases, each in its own module of this package.
+
+Every rank runs :func:`run` with the same arguments. Ranks talk only at phase boundaries
+(agreeing on errors, seed, fingerprints) and once per chunk (progress); never while sampling."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from mpi_pymc.core.config import RunConfig
+from mpi_pymc.core.errors import AgreedError
+from mpi_pymc.driver.chains import compile_programs, init_chains
+from mpi_pymc.driver.checkpointing import CheckpointSaver
+from mpi_pymc.driver.chunks import sample_in_chunks
+from mpi_pymc.driver.claim import check_output_path, release_output
+from mpi_pymc.driver.finish import add_groups, finish
+from mpi_pymc.driver.job import Job, RunResult
+from mpi_pymc.driver.messages import start_line
+from mpi_pymc.driver.model import compile_and_fingerprint, load_the_model, share_data
+from mpi_pymc.driver.output_file import job_end_time, open_output
+from mpi_pymc.driver.progress import Progress
+from mpi_pymc.driver.resume import check_resume_matches, settle_seed
+from mpi_pymc.driver.settings import bind_devices, guard_launcher, settle_settings
+from mpi_pymc.driver.warmup import warm_up
+from mpi_pymc.sampling.stopping import Deadline
+
+
+def run(config: RunConfig, comm=None, echo=print, model=None, interrupt=False) -> RunResult:
+    """Sample on every rank of ``comm``; rank 0 reports through ``echo``.
+
+    The model is ``config.model_path`` (imported on every rank) or, from the Python API, the
+    ``pm.Model`` passed as ``model`` (built on every rank, or unpickled by each). The phases
+    run in order; each ends in an agreement, so a failure anywhere stops every rank there.
+    ``interrupt``: Ctrl-C stops the run after its chunk with a checkpoint (the Python API).
+    """
+    from mpi4py import MPI
+
+    job = Job(comm if comm is not None else MPI.COMM_WORLD.Clone(), config, echo)
+    job.stop.install(interrupt)
+    try:
+        return _run_phases(job, model)
+    except AgreedError:
+        if job.writer is not None:  # every rank raised it at the same point: close together
+            job.writer.abandon()
+        raise
+    finally:
+        release_output(job)
+        if interrupt:
+            job.stop.restore()
+
+
+def _run_phases(job: Job, model) -> RunResult:
+    """The driver's phases, in order."""
+    config = job.config
+    guard_launcher(job.size)
+    original = config
+    job.config = settle_settings(job, model is not None)
+    binding = bind_devices(job)
+    check_output_path(job)
+    ckpt = settle_seed(job, original)
+    job.timings["startup"] = time.perf_counter() - job.t_start
+    with job.timed("load_model"):
+        model = load_the_model(job, model)
+    with job.timed("compile"):
+        compiled = compile_and_fingerprint(job, model)
+    if ckpt is not None:
+        check_resume_matches(ckpt, compiled.fingerprint, job.config.settings_for_fingerprint())
+    node_data = share_data(job, binding.platform, compiled)
+    job.say(start_line(job.config, job.size, resuming=ckpt is not None))
+    with job.timed("init"):
+        chains = init_chains(job, compiled, model, ckpt, binding.platform)
+    with job.timed("jit"):
+        compile_programs(job, chains)
+    writer, io = open_output(job, chains, binding, node_data)
+    deadline = Deadline.start(job.launched_at, job.config.max_time, job_end_time(job))
+    saver = CheckpointSaver(job.config, compiled, chains.root_seed, job.comm, chains.chain_group)
+    progress = Progress(
+        job.rank == 0
+        and (job.config.progress if job.config.progress is not None else sys.stderr.isatty()),
+        job.config.tune + job.config.draws,
+    )
+    with job.timed("warmup"):
+        sampled = warm_up(job, chains, saver, progress, deadline)
+    sampled = sample_in_chunks(job, chains, sampled, writer, saver, progress, deadline)
+    progress.close()
+    result = finish(job, chains, sampled, writer, io)
+    # Every rank's phases (rank 0's are `timings`): how each phase scales with the ranks.
+    mine = {**job.timings, "checkpoint_writes": saver.seconds}
+    writer.set_attrs({"rank_timings": job.comm.allgather(mine)})
+    writer.close()
+    job.comm.Barrier()
+    if node_data is not None:
+        node_data.free()  # nothing reads the model's data any more
+    if not result.resumable:
+        saver.remove()
+        add_groups(job, model)
+    return result

@@ -1,0 +1,302 @@
+"""A rank's chain group: the sampler that ``--sampler`` names (:mod:`mpi_pymc.sampling`), warmup
+then chunked sampling, and the chains' starting points.
+
+A sampler is a set of pure per-chain functions over a pytree state
+(:class:`~mpi_pymc.sampling.base.SamplerBackend`). A chunk is a loop of steps; a rank's chains
+run it either ``vmap``-ed together (vectorized) or one after another (sequential). The state
+holds everything the chain needs to continue — position, step size, mass matrix, adaptation
+state, PRNG key, iteration — so a checkpoint is the state.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mpi_pymc.core.config import RunConfig
+from mpi_pymc.model.compile import CompiledModel
+from mpi_pymc.sampling.base import GROUP_AXIS, STAT_NAMES, SamplerBackend
+from mpi_pymc.sampling.registry import backend_for
+
+__all__ = [
+    "INIT_BLOCK",
+    "STAT_NAMES",
+    "ChainGroupSampler",
+    "Starts",
+    "initial_positions",
+    "vmap_chains",
+]
+
+
+def _loop_steps(step, length: int):
+    """``run(state, n, data)``: ``n`` steps (``n <= length``, traced), draws in a fixed buffer.
+
+    The trip count is a runtime value, so one compiled program serves every chunk, the last
+    and shorter one included (a ``scan`` would compile once per distinct length).
+    """
+
+    def run(state, n, data):
+        shapes = jax.eval_shape(lambda s: step(s, data)[1:], state)
+        buffers = jax.tree_util.tree_map(lambda x: jnp.zeros((length, *x.shape), x.dtype), shapes)
+
+        def body(i, carry):
+            current, buffer = carry
+            new, position, stats = step(current, data)
+            buffer = jax.tree_util.tree_map(lambda b, v: b.at[i].set(v), buffer, (position, stats))
+            return new, buffer
+
+        return jax.lax.fori_loop(0, n, body, (state, buffers))
+
+    return run
+
+
+def _warmup_steps(step, iteration, tune: int):
+    """``run(state, n, data)``: up to ``n`` warmup steps, none once the chain's own iteration
+    counter reaches ``tune`` (a NUTS chain whose adaptation converged jumps ahead to its last
+    window, so its warmup ends before the others')."""
+
+    def run(state, n, data):
+        def cond(carry):
+            j, s = carry
+            return (j < n) & (iteration(s) < tune)
+
+        return jax.lax.while_loop(cond, lambda c: (c[0] + 1, step(c[1], data)[0]), (0, state))[1]
+
+    return run
+
+
+def vmap_chains(fn, in_axes, group_size: int = 1):
+    """``vmap`` of a per-chain ``fn`` over the chain axis (0), in adaptation groups if asked.
+
+    With ``group_size`` > 1 the chain axis splits into (groups, group_size) and the inner
+    ``vmap`` names its axis :data:`~mpi_pymc.sampling.base.GROUP_AXIS`, so the kernel's ``pmean``
+    averages over a group only; with 1 it is a plain ``vmap``.
+    """
+    if group_size == 1:
+        return jax.vmap(fn, in_axes=in_axes)
+    inner = jax.vmap(fn, in_axes=in_axes, axis_name=GROUP_AXIS)
+    outer = jax.vmap(inner, in_axes=in_axes)
+
+    def split(x):
+        return x.reshape(-1, group_size, *x.shape[1:])
+
+    def mapped(*args):
+        args = [
+            jax.tree_util.tree_map(split, arg) if axis == 0 else arg
+            for arg, axis in zip(args, in_axes, strict=True)
+        ]
+        out = outer(*args)
+        return jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), out)
+
+    return mapped
+
+
+def _stack(trees):
+    """Sequential chains' results, stacked on the host: ``jnp.stack`` (and ``x[i]`` below)
+    would compile a small XLA program for every new shape, a dozen per run (0.3 s cold)."""
+    return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *trees)
+
+
+def _unstack(tree, n: int):
+    host = jax.device_get(tree)
+    return [jax.tree_util.tree_map(lambda x, i=i: x[i], host) for i in range(n)]
+
+
+class ChainGroupSampler:
+    """Runs the chains of one rank; states are batched over the rank's chains."""
+
+    def __init__(self, compiled: CompiledModel, config: RunConfig):
+        self.backend: SamplerBackend = backend_for(config.sampler)(compiled, config)
+        self.compiled = compiled
+        self.vectorized = config.chain_method == "vectorized"
+        self.tune = config.tune
+        self.chunk = min(config.chunk_draws, max(config.draws, config.tune, 1))
+        self.group_size = config.adapt_group
+        self._cache: dict = {}
+
+    @property
+    def warmup_in_chunks(self) -> bool:
+        """Whether :meth:`warmup` advances ``n`` iterations (True) or the whole warmup."""
+        return self.backend.warmup_in_chunks
+
+    def _compiled_fn(self, name: str, fn, in_axes):
+        """jit (and vmap, when vectorized) ``fn`` once per name."""
+        if name not in self._cache:
+            mapped = vmap_chains(fn, in_axes, self.group_size) if self.vectorized else fn
+            self._cache[name] = jax.jit(mapped)
+        return self._cache[name]
+
+    def _map_chains(self, name: str, fn, in_axes, batched_args, shared_args):
+        """Apply a per-chain function to every chain of the group, by the chosen method."""
+        mapped = self._compiled_fn(name, fn, in_axes)
+        if self.vectorized:
+            return mapped(*batched_args, *shared_args)
+        count = jax.tree_util.tree_leaves(batched_args[0])[0].shape[0]
+        per_chain = [_unstack(arg, count) for arg in batched_args]
+        return _stack([mapped(*args, *shared_args) for args in zip(*per_chain, strict=True)])
+
+    def init(self, keys: np.ndarray, positions: np.ndarray):
+        return self._map_chains(
+            "init",
+            self.backend.init,
+            (0, 0, None),
+            (jnp.asarray(keys, dtype=jnp.uint32), jnp.asarray(positions)),
+            (self.compiled.data,),
+        )
+
+    def iterations(self, state) -> np.ndarray:
+        return np.asarray(self.backend.iteration(state))
+
+    def _programs(self):
+        """(name, function, in_axes) of the warmup and sampling programs."""
+        if self.warmup_in_chunks:
+            warmup = (
+                "warmup",
+                _warmup_steps(self.backend.warmup_step, self.backend.iteration, self.tune),
+                (0, None, None),
+            )
+        else:
+            warmup = ("warmup", self.backend.warmup, (0, None))
+        sample = ("sample", _loop_steps(self.backend.step, self.chunk), (0, None, None))
+        return warmup, sample
+
+    def warmup(self, state, n: int):
+        """Advance ``n`` warmup iterations (blackjax: the whole warmup at once)."""
+        (name, fn, axes), _ = self._programs()
+        if self.warmup_in_chunks:
+            return self._map_chains(name, fn, axes, (state,), (n, self.compiled.data))
+        return self._map_chains(name, fn, axes, (state,), (self.compiled.data,))
+
+    def sample(self, state, n: int):
+        """Advance ``n`` sampling iterations; return state, positions (k, n, D), stats (k, n)."""
+        _, (name, fn, axes) = self._programs()
+        state, (positions, stats) = self._map_chains(
+            name, fn, axes, (state,), (n, self.compiled.data)
+        )
+        positions = positions[:, :n]
+        stats = {key: value[:, :n] for key, value in stats.items()}
+        return state, positions, stats
+
+    def program_names(self) -> list[str]:
+        """The programs :meth:`precompile` can build, in the order a run first needs them."""
+        return (["warmup"] if self.tune else []) + ["sample"]
+
+    def abstract_state(self, chains: int):
+        """Shapes and dtypes of the state :meth:`init` makes for ``chains`` chains (batched when
+        vectorized, one chain's otherwise), without running or compiling anything."""
+        dimension = self.compiled.dimension
+        dtype = np.asarray(self.compiled.initial_flat).dtype
+        batch = (chains,) if self.vectorized else ()
+        keys = jax.ShapeDtypeStruct((*batch, 2), jnp.uint32)
+        positions = jax.ShapeDtypeStruct((*batch, dimension), dtype)
+        mapped = self._compiled_fn("init", self.backend.init, (0, 0, None))
+        return jax.eval_shape(mapped, keys, positions, self.compiled.data)
+
+    def precompile(self, state, names: list[str] | None = None, abstract: bool = False) -> None:
+        """Compile (not run) the warmup and/or sampling programs, filling JAX's persistent cache.
+
+        In a run, ranks 0 and 1 compile one program each, side by side, and every rank then
+        loads both from the cache instead of compiling them again. ``abstract``: ``state`` is
+        :meth:`abstract_state`, so this can run while :meth:`init` computes the real one.
+        """
+        example = state if (self.vectorized or abstract) else _unstack(state, 1)[0]
+        (w_name, w_fn, w_axes), (s_name, s_fn, s_axes) = self._programs()
+        chunk = jnp.asarray(self.chunk)
+        data = self.compiled.data
+        names = self.program_names() if names is None else names
+        lowered = []
+        if self.tune and w_name in names:
+            warmup_args = (chunk, data) if self.warmup_in_chunks else (data,)
+            lowered.append(self._compiled_fn(w_name, w_fn, w_axes).lower(example, *warmup_args))
+        if s_name in names:
+            lowered.append(self._compiled_fn(s_name, s_fn, s_axes).lower(example, chunk, data))
+        # Tracing holds the GIL, XLA's compiler does not: two programs compile at once.
+        with ThreadPoolExecutor(max_workers=max(1, len(lowered))) as pool:
+            for future in [pool.submit(program.compile) for program in lowered]:
+                future.result()
+
+    def constrain(self, positions) -> list[np.ndarray]:
+        """Unconstrained draws (k, n, D) -> constrained variables, each (k, n, *shape).
+
+        Chain by chain, so a chain's values never depend on which other chains share the rank.
+        """
+        if "constrain" not in self._cache:
+            self._cache["constrain"] = jax.jit(jax.vmap(self.compiled.constrain, in_axes=(0, None)))
+        fn = self._cache["constrain"]
+        per_chain = [fn(positions[i], self.compiled.data) for i in range(positions.shape[0])]
+        return [np.stack([np.asarray(c[v]) for c in per_chain]) for v in range(len(per_chain[0]))]
+
+
+INIT_BLOCK = 64  # chains whose starting points are checked in one call
+
+
+class Starts(NamedTuple):
+    """The chains' starting points and the JAX log-density there (and at the model's initial
+    point): the translation check compares those with PyTensor's own, at no extra compile."""
+
+    positions: np.ndarray  # (chains, D)
+    logdensity: np.ndarray  # (chains,)
+    initial_logdensity: float
+
+
+def initial_positions(
+    compiled: CompiledModel, model, root_seed: int, chains: range, max_tries: int = 10
+) -> Starts:
+    """Jittered starting points, one per chain, as PyMC's ``jitter+adapt_diag`` makes them.
+
+    Chain ``c`` draws its jitter from its own seed stream, so its start does not depend on the
+    chain group. Raises ``ValueError`` when the model's initial point itself has no finite
+    log-density (naming the variables at fault).
+    """
+    from mpi_pymc.core.seeding import jitter_rng
+
+    value_and_grad = jax.value_and_grad(compiled.logdensity)
+    # Candidates are checked a block at a time (one vmapped call, not one call per chain: with
+    # 1024 chains on a GPU the per-call round trips added seconds). One fixed block size, so
+    # one compile.
+    block = min(INIT_BLOCK, len(chains))
+    check_block = jax.jit(jax.vmap(value_and_grad, in_axes=(0, None)))
+
+    def finite_rows(candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ok = np.empty(len(candidates), dtype=bool)
+        logdensity = np.empty(len(candidates))
+        for start in range(0, len(candidates), block):
+            part = candidates[start : start + block]
+            padded = np.concatenate([part, np.repeat(part[:1], block - len(part), axis=0)])
+            values, grads = check_block(jnp.asarray(padded), compiled.data)
+            values = np.asarray(values)[: len(part)]
+            finite = np.isfinite(values) & np.all(np.isfinite(np.asarray(grads)[: len(part)]), 1)
+            ok[start : start + len(part)] = finite
+            logdensity[start : start + len(part)] = values
+        return ok, logdensity
+
+    base = compiled.initial_flat
+    base_ok, base_logdensity = finite_rows(base[None, :])
+    if not base_ok[0]:
+        logps = model.point_logps(model.initial_point())
+        bad = [name for name, value in logps.items() if not np.isfinite(value)]
+        raise ValueError(
+            "the model's initial point has a non-finite log-density"
+            + (f" (at {', '.join(bad)})" if bad else " or gradient")
+            + ": set valid initvals in the model or fix the priors/data"
+        )
+    # Chain c's k-th candidate is the k-th draw of its own jitter stream, as when chains were
+    # tried one by one; a chain with no finite candidate in max_tries starts at the base point.
+    rngs = [jitter_rng(root_seed, chain) for chain in chains]
+    starts = np.repeat(base[None, :], len(rngs), axis=0)
+    logdensity = np.full(len(rngs), base_logdensity[0])
+    pending = np.arange(len(rngs))
+    for _ in range(max_tries):
+        if not len(pending):
+            break
+        jitters = [rngs[i].uniform(-1.0, 1.0, size=base.shape) for i in pending]
+        candidates = np.stack([(base + jitter).astype(base.dtype) for jitter in jitters])
+        ok, values = finite_rows(candidates)
+        starts[pending[ok]] = candidates[ok]
+        logdensity[pending[ok]] = values[ok]
+        pending = pending[~ok]
+    return Starts(starts, logdensity, float(base_logdensity[0]))

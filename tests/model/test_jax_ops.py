@@ -1,0 +1,209 @@
+"""mpi_pymc.model.jax_ops: JAX erfcx and erfcinv against SciPy, and Censored/Truncated Normal models
+translated through them against PyMC's own log-density (issue #16).
+
+Values are checked over the whole domain, large and tiny arguments included; results that
+would be subnormal are left out (XLA on CPU flushes subnormals to zero).
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal, localcontext
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pymc as pm
+import pytensor
+import pytensor.tensor as pt
+import pytest
+import scipy.special as sp
+
+from mpi_pymc.model import jax_ops
+from mpi_pymc.model.compile import compile_model
+
+jax.config.update("jax_enable_x64", True)
+
+RTOL = {np.float64: 1e-12, np.float32: 1e-5}
+
+
+def assert_close(actual, expected, dtype) -> None:
+    """Relative agreement; infinities and NaNs must match exactly. ``expected`` is float64 and
+    is first rounded to ``dtype`` (so that what overflows there is inf)."""
+    actual = np.asarray(actual)
+    assert actual.dtype == dtype
+    with np.errstate(over="ignore"):
+        expected = np.asarray(expected, np.float64).astype(dtype)
+    keep = ~(np.abs(expected) < np.finfo(dtype).tiny) | (expected == 0)
+    np.testing.assert_allclose(actual[keep], expected[keep], rtol=RTOL[dtype], atol=0)
+
+
+def erfcx_grid(dtype) -> np.ndarray:
+    big = 300 if dtype == np.float64 else 37
+    return np.concatenate(
+        [
+            [-np.inf, -1e300 if dtype == np.float64 else -1e30, -30.0, -26.7, -26.6, -9.5],
+            -np.logspace(-300 if dtype == np.float64 else -37, np.log10(26.6), 1500),
+            [0.0],
+            np.logspace(-300 if dtype == np.float64 else -37, big, 3000),
+            np.linspace(0.0, 6.0, 1201),  # around the switch to the continued fraction
+            [np.inf, np.nan],
+        ]
+    ).astype(dtype)
+
+
+def erfcx_slope(x: np.ndarray) -> np.ndarray:
+    """d/dx erfcx = 2x erfcx(x) - 2/sqrt(pi). That cancels to ~ -1/(sqrt(pi) x^2) for large x,
+    losing ~x^2 ulps: beyond 30 use its asymptotic series instead."""
+    x = np.asarray(x, np.float64)
+    with np.errstate(all="ignore"):
+        direct = 2 * x * sp.erfcx(x) - 2 / math.sqrt(math.pi)
+        w = 1 / (2 * x * x)
+        series = sum((-1) ** n * sp.factorial2(2 * n + 1) * w**n for n in range(11))
+        asymptotic = -series / (math.sqrt(math.pi) * x * x)
+    return np.where(x > 30, asymptotic, direct)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_erfcx_matches_scipy(dtype) -> None:
+    x = erfcx_grid(dtype)
+    assert_close(jax.jit(jax_ops.erfcx)(x), sp.erfcx(x.astype(np.float64)), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_erfcx_gradient_is_the_analytic_derivative(dtype) -> None:
+    x = erfcx_grid(dtype)
+    x = x[np.isfinite(x)]
+    slope = jax.jit(jax.vmap(jax.grad(jax_ops.erfcx)))(x)
+    assert_close(slope, erfcx_slope(x), dtype)
+
+
+def test_erfcx_of_negative_x_is_exact_to_a_few_ulps() -> None:
+    """erfcx(x) = 2 exp(x^2) - erfcx(-x), with exp(x^2) in 40-digit decimal arithmetic. SciPy
+    itself is off by up to 6e-14 there (it rounds x*x before exp), so the test above cannot
+    see this."""
+    x = -np.linspace(1.0, 26.6, 300)
+    with localcontext() as context:
+        context.prec = 40
+        exact = [2 * (Decimal(v) ** 2).exp() - Decimal(sp.erfcx(-v)) for v in x]
+    np.testing.assert_allclose(jax_ops.erfcx(x), np.array(exact, dtype=float), rtol=2e-15)
+
+
+def test_erfcx_limits() -> None:
+    x = np.array([-40.0, -26.7, 1e8, 1e200, np.inf, -np.inf])
+    y = np.asarray(jax_ops.erfcx(x))
+    assert np.all(np.isinf(y[:2])) and y[-1] == np.inf and y[-2] == 0.0
+    np.testing.assert_allclose(y[2:4], 1 / (math.sqrt(math.pi) * x[2:4]), rtol=1e-15)
+    # jnp.where-safe: no NaN leaks from the branch not taken, even where values overflow
+    assert not np.any(np.isnan(jax.vmap(jax.grad(jax_ops.erfcx))(x[:4])))
+
+
+def erfcinv_grid(dtype) -> np.ndarray:
+    tiny = -300 if dtype == np.float64 else -37
+    near_two = -16 if dtype == np.float64 else -7
+    return np.concatenate(
+        [
+            [0.0, 1e-300 if dtype == np.float64 else 1e-37, 1.0, 2.0],
+            np.logspace(tiny, 0, 2000),
+            np.linspace(0.0, 2.0, 2001),
+            2 - np.logspace(near_two, 0, 500),
+            [-0.5, 2.5, np.nan],
+        ]
+    ).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_erfcinv_matches_scipy(dtype) -> None:
+    y = erfcinv_grid(dtype)
+    assert_close(jax.jit(jax_ops.erfcinv)(y), sp.erfcinv(y.astype(np.float64)), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_erfcinv_gradient_is_the_analytic_derivative(dtype) -> None:
+    y = erfcinv_grid(dtype)
+    y = y[(y > 0) & (y < 2)]
+    slope = jax.jit(jax.vmap(jax.grad(jax_ops.erfcinv)))(y)
+    # -sqrt(pi)/2 exp(z^2), written as exp(z^2) = erfcx(|z|)/t, t = min(y, 2 - y): the plain
+    # form turns SciPy's last-bit error in z into ~1e-13 relative near y = 1e-300.
+    t = np.minimum(y, 2 - y).astype(np.float64)
+    expected = -0.5 * math.sqrt(math.pi) * sp.erfcx(sp.erfcinv(t)) / t
+    assert_close(slope, expected, dtype)
+    moderate = (y > 1e-3) & (y < 2 - 1e-3)
+    z = sp.erfcinv(y[moderate].astype(np.float64))
+    assert_close(slope[moderate], -0.5 * math.sqrt(math.pi) * np.exp(z * z), dtype)
+
+
+def test_erfcinv_edges() -> None:
+    y = np.array([0.0, 2.0, -0.1, 2.1])
+    np.testing.assert_array_equal(jax_ops.erfcinv(y)[:2], [np.inf, -np.inf])
+    assert np.all(np.isnan(jax_ops.erfcinv(y)[2:]))
+    np.testing.assert_array_equal(jax.vmap(jax.grad(jax_ops.erfcinv))(y[:2]), [-np.inf] * 2)
+
+
+def test_other_input_dtypes() -> None:
+    assert jax_ops.erfcx(jnp.array([1, 2])).dtype == jnp.float64
+    half = jax_ops.erfcx(jnp.array([0.5, 4.0], jnp.bfloat16))
+    assert half.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(half, np.float64), sp.erfcx([0.5, 4.0]), rtol=1e-2)
+    assert jax_ops.erfcinv(jnp.array([1e-20], jnp.float16)).dtype == jnp.float16
+
+
+def test_register_keeps_working_translations_and_is_idempotent() -> None:
+    from pytensor.link.jax.dispatch import jax_funcify
+    from pytensor.scalar import math as scalar_math
+
+    ours = jax_ops.register()
+    assert jax_ops.register() == ours and set(ours) <= {"Erfcx", "Erfcinv"}
+    for name in ("Erfcx", "Erfcinv"):
+        translate = jax_funcify.dispatch(getattr(scalar_math, name))
+        assert (translate.__module__ == jax_ops.__name__) == (name in ours)
+
+
+@pytest.mark.parametrize("name", ["erfcx", "erfcinv"])
+def test_pytensor_translates_after_register(name: str) -> None:
+    jax_ops.register()
+    x = pt.dvector("x")
+    f = pytensor.function([x], getattr(pt, name)(x), mode="JAX")
+    values = np.array([1e-300, 0.3, 1.0, 1.7, 30.0, 1e10])
+    values = values[values < 2] if name == "erfcinv" else values
+    np.testing.assert_allclose(f(values), getattr(sp, name)(values), rtol=1e-12)
+
+
+def censored_normal_model() -> pm.Model:
+    data = np.array([-3.0, -3.0, -2.0, -0.4, 0.0, 0.7, 1.5, 3.0, 3.0])
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0.0, 2.0)
+        sigma = pm.HalfNormal("sigma", 1.0)
+        pm.Censored("y", pm.Normal.dist(mu, sigma), lower=-3.0, upper=3.0, observed=data)
+    return model
+
+
+def truncated_normal_model() -> pm.Model:
+    data = np.array([-0.9, -0.5, 0.0, 0.3, 1.1, 1.9])
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0.0, 2.0)
+        sigma = pm.HalfNormal("sigma", 1.0)
+        pm.Truncated("y", pm.Normal.dist(mu, sigma), lower=-1.0, upper=2.0, observed=data)
+    return model
+
+
+# (mu, log sigma): the bounds sit from the centre to 7.8 sigma out, so PyMC's normal logcdf
+# calls erfcx on both sides of the switch to the continued fraction (argument 3). Not beyond
+# 8.3 sigma: there the branch of PyMC's logcdf that its switch does not take, log1p(-erfc/2),
+# is log1p(-1), and its JAX gradient is NaN whatever erfcx is (on the 3.12 stack too).
+POINTS = [(0.0, 0.0), (0.5, -0.7), (-1.0, 0.4), (1.0, -0.6), (-1.5, -0.5), (1.7, -0.5), (1.2, 1.0)]
+
+
+@pytest.mark.parametrize("make_model", [censored_normal_model, truncated_normal_model])
+def test_censored_and_truncated_normal_match_pymc(make_model) -> None:
+    model = make_model()
+    compiled = compile_model(model)
+    logp, dlogp = model.compile_logp(), model.compile_dlogp()
+    value_and_grad = jax.jit(jax.value_and_grad(compiled.logdensity))
+    assert compiled.value_names == ["mu", "sigma_log__"]
+    for point in POINTS:
+        flat = np.array(point)
+        got, grad = value_and_grad(flat, compiled.data)
+        as_dict = dict(zip(compiled.value_names, compiled.unravel(flat), strict=True))
+        np.testing.assert_allclose(float(got), logp(as_dict), rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(grad), dlogp(as_dict), rtol=1e-10, atol=1e-12)
