@@ -39,18 +39,19 @@ def worker(args) -> None:
 
     from mpi_pymc.core.seeding import chain_group
     from mpi_pymc.output import storage
+    from mpi_pymc.output.layout import Layout, Variable, shard_dir
 
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     group = chain_group(args.chains, size, rank)
-    layout = storage.Layout(
+    layout = Layout(
         chains=args.chains,
         draws=args.draws,
         chunk_draws=args.chunk,
         coords={"p": np.arange(args.params)},
         draw_groups={
-            "posterior": [storage.Variable("x", ("p",), (args.params,), "float64")],
-            "sample_stats": [storage.Variable("lp", (), (), "float64")],
+            "posterior": [Variable("x", ("p",), (args.params,), "float64")],
+            "sample_stats": [Variable("lp", (), (), "float64")],
         },
     )
     rng = np.random.default_rng(rank)
@@ -69,7 +70,7 @@ def worker(args) -> None:
         writer.mark_completed(done)
     writer.close()
     if args.io == "shards":
-        for path in storage.shard_dir(args.out).rglob("*.h5"):
+        for path in shard_dir(args.out).rglob("*.h5"):
             if path.name == f"rank{rank:05d}.h5":
                 _fsync(path)
     if rank == 0:

@@ -311,10 +311,11 @@ def postprocess(
     """
     from mpi4py import MPI
 
-    from mpi_pymc.postprocess import run as postprocessing
+    from mpi_pymc.postprocess.run import postprocess as run_pass
+    from mpi_pymc.postprocess.settings import PostprocessConfig, parse_size
 
     model, model_path, model_name = _resolve_model(model)
-    config = postprocessing.PostprocessConfig(
+    config = PostprocessConfig(
         out=os.fspath(path),
         model_path=model_path,
         model_name=model_name,
@@ -324,11 +325,11 @@ def postprocess(
         thin=thin,
         precision=precision,
         block_draws=block_draws,
-        memory_budget=postprocessing.parse_size(memory_budget),
+        memory_budget=parse_size(memory_budget),
         overwrite_groups=overwrite_groups,
     )
     comm = comm if comm is not None else MPI.COMM_WORLD
-    _as_one_rank(comm, lambda: postprocessing.postprocess(config, comm, model=model))
+    _as_one_rank(comm, lambda: run_pass(config, comm, model=model))
     comm.Barrier()
     return open_result(config.out)
 
@@ -364,7 +365,7 @@ def launch(config: RunConfig, model, ranks: int, launcher: str = "auto"):
     result. A model object goes to the ranks pickled beside the output (``OUT.launch/``)."""
     from mpi_pymc.core.mpi_env import local_mpi_env
     from mpi_pymc.driver.progress import RECORDS_ENV
-    from mpi_pymc.jobscript.render import run_option_words
+    from mpi_pymc.jobscript import run_option_words
 
     out = config.out or default_out(model if model is not None else config.model_path)
     config = config.replace(out=out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mpi_pymc import __version__
+from mpi_pymc import __version__, jobscript
 from mpi_pymc.core.config import (
     RunConfig,
     UserError,
@@ -17,7 +17,6 @@ from mpi_pymc.core.config import (
     parse_model_spec,
 )
 from mpi_pymc.core.errors import EXIT_CHECKPOINTED, EXIT_OK, EXIT_USER, AgreedError, exit_code_of
-from mpi_pymc.jobscript import render as jobscript
 from mpi_pymc.options import add_run_options
 
 DESCRIPTION = """\
@@ -67,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("path", metavar="OUT.h5")
 
     from mpi_pymc import bench
-    from mpi_pymc.postprocess import run as postprocessing
+    from mpi_pymc.postprocess.settings import add_parser as add_postprocess_parser
 
-    postprocessing.add_parser(commands)
+    add_postprocess_parser(commands)
     bench.add_parser(commands)
     jobscript.add_parser(commands)
     return parser
@@ -149,13 +148,14 @@ def _command(args: argparse.Namespace, argv: list[str], comm) -> int:
         ignore_stop_signals()  # this process only exits now: a late walltime signal is moot
         return EXIT_CHECKPOINTED if result.resumable else EXIT_OK
     if args.command == "postprocess":
-        from mpi_pymc.postprocess import run as postprocessing
+        from mpi_pymc.postprocess.run import postprocess
+        from mpi_pymc.postprocess.settings import config_from_args as pass_config_from_args
 
         try:
-            pass_config = postprocessing.config_from_args(args)
+            pass_config = pass_config_from_args(args)
         except UserError as exc:  # parsed alike on every rank
             raise AgreedError(str(exc)) from None
-        postprocessing.postprocess(pass_config, comm)
+        postprocess(pass_config, comm)
         return EXIT_OK
     if args.command == "summary" and comm.Get_rank() == 0:
         from mpi_pymc.report import print_summary

@@ -11,7 +11,8 @@ import h5py
 import numpy as np
 
 from mpi_pymc.core.config import UserError
-from mpi_pymc.diagnostics import maths as diagnostics
+from mpi_pymc.diagnostics.maths import all_diagnostics
+from mpi_pymc.diagnostics.summary import convergence_warnings, summary_table
 
 
 def _label(values) -> str:
@@ -58,10 +59,10 @@ def read_posterior_matrix(path: str) -> tuple[np.ndarray, list[str], np.ndarray]
 
 def print_summary(path: str, echo=print) -> dict:
     draws, labels, completed = read_posterior_matrix(path)
-    stats = diagnostics.all_diagnostics(draws)
+    stats = all_diagnostics(draws)
     chains, n = draws.shape[:2]
-    echo(diagnostics.summary_table(labels, stats))
-    for line in diagnostics.convergence_warnings(stats, chains, labels):
+    echo(summary_table(labels, stats))
+    for line in convergence_warnings(stats, chains, labels):
         echo(f"warning: {line}")
     total = int(completed.max())
     status = "complete" if completed.min() == completed.max() else "uneven"

@@ -108,8 +108,8 @@ def submit(
     job's interpreter (default: this one). ``sample_options`` are :func:`mpi_pymc.sample`'s.
     The job script, the pickled model and the log go to ``OUT.job/``.
     """
+    from mpi_pymc import jobscript
     from mpi_pymc.api import default_out, pickle_model, run_options, settings
-    from mpi_pymc.jobscript import render as jobscript
 
     model, config = settings(model, **sample_options)
     out = os.path.abspath(config.out or default_out(model or config.model_path))
@@ -164,7 +164,7 @@ def _job_options(options: dict) -> dict:
 
 def _write_job_script(path: Path, words: list[str]) -> Path:
     """Render the job script for ``jobscript WORDS`` (validated as that command validates)."""
-    from mpi_pymc.jobscript import render as jobscript
+    from mpi_pymc import jobscript
 
     request = jobscript.request_from_args(_jobscript_args(words))
     template_file = jobscript.template_path(request.template)
@@ -177,7 +177,7 @@ def _jobscript_args(words: list[str]):
     """Parse ``words`` with the ``jobscript`` command's parser; its complaint as a UserError."""
     import argparse
 
-    from mpi_pymc.jobscript import render as jobscript
+    from mpi_pymc import jobscript
 
     parser = argparse.ArgumentParser(prog="mpi_pymc.submit")
     jobscript.add_parser(parser.add_subparsers(dest="command"))

@@ -241,7 +241,7 @@ def run_point(
     if keep_output:
         record["output"] = str(out)
     else:
-        from mpi_pymc.output.storage import remove_output
+        from mpi_pymc.output.layout import remove_output
 
         remove_output(str(out))
         for leftover in out.parent.glob(f"{out.name}.ckpt*"):

@@ -22,28 +22,31 @@ Conventions copied from ArviZ, on purpose:
   rank ``r`` of ``S`` values to ``Phi^-1((r - 3/8) / (S + 1/4))``;
 - quantiles are type 7 (NumPy's ``"linear"``);
 - fewer than 4 draws, or a NaN among a parameter's draws, gives NaN; R-hat needs 2 chains;
-- a constant parameter has R-hat NaN and ESS equal to the number of split draws.
-"""
+- a constant parameter has R-hat NaN and ESS equal to the number of split draws."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 from scipy import special
 from scipy.fftpack import next_fast_len  # ArviZ pads its FFT to this length; keep the same.
 
-from mpi_pymc.core.topology import usable_cores  # a pinned rank's own cores, not the node's
+from mpi_pymc.diagnostics.blocks import by_blocks
 
 MIN_DRAWS = 4
+
+
 TAIL_PROBS = (0.05, 0.95)
+
+
 STAT_KEYS = ("mean", "sd", "mcse_mean", "r_hat", "ess_bulk", "ess_tail", "r_hat_nested")
+
+
 _BLOM_OFFSET = 3 / 8
-# Inputs above this many values spread their parameters over at most MAX_THREADS threads.
-THREADED_SIZE = 100_000
-MAX_THREADS = 16
+
+
 # Complex values of one batch of forward FFTs (512 KiB).
 FFT_VALUES = 1 << 15
 
@@ -82,38 +85,6 @@ def _invalid(rows: np.ndarray, min_chains: int) -> np.ndarray:
 def _without_nan(rows: np.ndarray) -> np.ndarray:
     """Zero out NaN draws so the maths runs quietly; callers mask those parameters to NaN."""
     return np.where(np.isnan(rows), 0.0, rows) if np.isnan(rows).any() else rows
-
-
-def _blocks(n_params: int, size: int) -> tuple[int, np.ndarray]:
-    """Threads, and the parameter bounds of the blocks, for ``size`` values of ``n_params``."""
-    workers = min(n_params, usable_cores(), MAX_THREADS) if size > THREADED_SIZE else 1
-    n_blocks = min(n_params, 4 * workers) if workers > 1 else 1
-    return workers, np.linspace(0, n_params, n_blocks + 1).astype(int)
-
-
-def _by_blocks(fn, rows: np.ndarray):
-    """``fn`` of contiguous blocks of parameters (``rows`` is ``(n_params, chains, draws)``),
-    joined along the parameter axis; ``fn`` returns an array or a dict of arrays, parameters
-    first.
-
-    Every parameter's statistics are independent of the others, so large inputs spread their
-    blocks over threads (NumPy's sorts, FFTs and array loops let go of the GIL). Each block is
-    copied C-contiguous first, so a parameter's numbers do not depend on the block it fell in.
-    """
-    workers, bounds = _blocks(rows.shape[0], rows.size)
-    n_blocks = len(bounds) - 1
-
-    def block(i: int):
-        return fn(np.ascontiguousarray(rows[bounds[i] : bounds[i + 1]], dtype=float))
-
-    if workers == 1:
-        parts = [block(0)]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(block, range(n_blocks)))
-    if isinstance(parts[0], dict):
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-    return np.concatenate(parts)
 
 
 def split_chains(draws: np.ndarray) -> np.ndarray:
@@ -179,7 +150,7 @@ def rank_normalize(draws: np.ndarray) -> np.ndarray:
     ``Phi^-1((r - 3/8) / (S - 2 * 3/8 + 1))`` (Blom's offset).
     """
     draws = _as_draws(draws)
-    return np.moveaxis(_by_blocks(lambda rows: _normal_scores(rows)[0], _rows(draws)), 0, 2)
+    return np.moveaxis(by_blocks(lambda rows: _normal_scores(rows)[0], _rows(draws)), 0, 2)
 
 
 def _gelman_rubin(rows: np.ndarray) -> np.ndarray:
@@ -202,7 +173,7 @@ def split_rhat(draws: np.ndarray) -> np.ndarray:
         result = _gelman_rubin(_split(_without_nan(rows)))
         return np.where(_invalid(rows, min_chains=2), np.nan, result)
 
-    return _by_blocks(block, _rows(_as_draws(draws)))
+    return by_blocks(block, _rows(_as_draws(draws)))
 
 
 class _Ranked(NamedTuple):
@@ -241,7 +212,7 @@ def rhat_rank(draws: np.ndarray) -> np.ndarray:
         result = _python_max(_gelman_rubin(ranked.bulk), _gelman_rubin(ranked.fold))
         return np.where(_invalid(rows, min_chains=2), np.nan, result)
 
-    return _by_blocks(block, _rows(_as_draws(draws)))
+    return by_blocks(block, _rows(_as_draws(draws)))
 
 
 def autocovariance(draws: np.ndarray) -> np.ndarray:
@@ -299,7 +270,7 @@ def ess_of_chains(draws: np.ndarray) -> np.ndarray:
     ``1 / log10(chains * draws)``; a parameter whose range is below float resolution has ESS equal
     to ``chains * draws``.
     """
-    return _by_blocks(_ess, _rows(np.asarray(draws, dtype=float)))
+    return by_blocks(_ess, _rows(np.asarray(draws, dtype=float)))
 
 
 def _ess(rows: np.ndarray) -> np.ndarray:
@@ -376,7 +347,7 @@ def ess_mean(draws: np.ndarray) -> np.ndarray:
         result = _ess(_split(_without_nan(rows)))
         return np.where(_invalid(rows, min_chains=1), np.nan, result)
 
-    return _by_blocks(block, _rows(_as_draws(draws)))
+    return by_blocks(block, _rows(_as_draws(draws)))
 
 
 def ess_bulk(draws: np.ndarray) -> np.ndarray:
@@ -386,7 +357,7 @@ def ess_bulk(draws: np.ndarray) -> np.ndarray:
         result = _ess(_normal_scores(_split(_without_nan(rows)))[0])
         return np.where(_invalid(rows, min_chains=1), np.nan, result)
 
-    return _by_blocks(block, _rows(_as_draws(draws)))
+    return by_blocks(block, _rows(_as_draws(draws)))
 
 
 def quantiles(draws: np.ndarray, probs: Sequence[float]) -> np.ndarray:
@@ -407,7 +378,7 @@ def ess_tail(draws: np.ndarray, probs: tuple[float, float] = TAIL_PROBS) -> np.n
         result = _tail_ess(clean, _split(clean), None, probs)
         return np.where(_invalid(rows, min_chains=1), np.nan, result)
 
-    return _by_blocks(block, _rows(_as_draws(draws)))
+    return by_blocks(block, _rows(_as_draws(draws)))
 
 
 def _tail_ess(
@@ -437,12 +408,12 @@ def _sd(rows: np.ndarray) -> np.ndarray:
 
 def posterior_mean(draws: np.ndarray) -> np.ndarray:
     """Mean over all chains and draws."""
-    return _by_blocks(_mean, _rows(_as_draws(draws)))
+    return by_blocks(_mean, _rows(_as_draws(draws)))
 
 
 def posterior_sd(draws: np.ndarray) -> np.ndarray:
     """Standard deviation over all chains and draws, ``ddof=1`` like ArviZ's summary."""
-    return _by_blocks(_sd, _rows(_as_draws(draws)))
+    return by_blocks(_sd, _rows(_as_draws(draws)))
 
 
 def _mcse(rows: np.ndarray, ess_mean_value: np.ndarray) -> np.ndarray:
@@ -457,7 +428,7 @@ def mcse_mean(draws: np.ndarray) -> np.ndarray:
         ess = np.where(_invalid(rows, min_chains=1), np.nan, _ess(_split(_without_nan(rows))))
         return _mcse(rows, ess)
 
-    return _by_blocks(block, _rows(_as_draws(draws)))
+    return by_blocks(block, _rows(_as_draws(draws)))
 
 
 def _superchain_ids(n_chains: int, superchain_sizes: Sequence[int]) -> np.ndarray:
@@ -526,7 +497,7 @@ def rhat_nested(draws: np.ndarray, superchain_sizes: Sequence[int]) -> np.ndarra
         nested = _nested_rank_rhat(_ranked(_without_nan(rows)), ids)
         return np.where(_invalid(rows, min_chains=2), np.nan, nested)
 
-    return _by_blocks(block, _rows(draws))
+    return by_blocks(block, _rows(draws))
 
 
 def _nested_rank_rhat(ranked: _Ranked, superchain_ids: np.ndarray) -> np.ndarray:
@@ -580,94 +551,4 @@ def diagnostics_by_parameter(
             result["r_hat_nested"] = np.where(no_chains, np.nan, _nested_rank_rhat(ranked, ids))
         return result
 
-    return _by_blocks(block, rows)
-
-
-def _worst_first(stats: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Order: highest R-hat first (NaN R-hat counts as no evidence), then lowest ESS."""
-    r_hat = np.nan_to_num(np.asarray(stats["r_hat"], dtype=float), nan=-np.inf)
-    lowest_ess = np.fmin(
-        np.asarray(stats["ess_bulk"], dtype=float), np.asarray(stats["ess_tail"], dtype=float)
-    )
-    lowest_ess = np.nan_to_num(lowest_ess, nan=np.inf)
-    return np.lexsort((lowest_ess, -r_hat))
-
-
-def summary_table(names: Sequence[str], stats: Mapping[str, np.ndarray]) -> str:
-    """Fixed-width text table, one row per parameter, worst converged first.
-
-    Columns: parameter, mean, sd, mcse_mean, r_hat, ess_bulk, ess_tail. Rows are sorted by
-    highest R-hat (NaN last), then by lowest of bulk and tail ESS.
-    """
-    if len(names) != len(stats["r_hat"]):
-        raise ValueError(f"{len(names)} names for {len(stats['r_hat'])} parameters")
-    name_width = max([len("parameter"), *(len(name) for name in names)])
-    columns = [
-        ("mean", "{:.4g}"),
-        ("sd", "{:.4g}"),
-        ("mcse_mean", "{:.2g}"),
-        ("r_hat", "{:.3f}"),
-        ("ess_bulk", "{:.0f}"),
-        ("ess_tail", "{:.0f}"),
-    ]
-    width = 10
-    lines = [f"{'parameter':<{name_width}}" + "".join(f" {key:>{width}}" for key, _ in columns)]
-    for index in _worst_first(stats):
-        cells = []
-        for key, fmt in columns:
-            value = float(stats[key][index])
-            cells.append(f" {'nan' if np.isnan(value) else fmt.format(value):>{width}}")
-        lines.append(f"{names[index]:<{name_width}}" + "".join(cells))
-    return "\n".join(lines)
-
-
-def _name_list(names: Sequence[str], indices: np.ndarray, most: int) -> str:
-    listed = ", ".join(names[i] for i in indices[:most])
-    if len(indices) > most:
-        listed += f" and {len(indices) - most} more"
-    return listed
-
-
-def convergence_warnings(
-    stats: Mapping[str, np.ndarray],
-    chains: int,
-    names: Sequence[str] | None = None,
-    *,
-    max_r_hat: float = 1.01,
-    min_ess_per_chain: float = 100.0,
-    most_listed: int = 10,
-) -> list[str]:
-    """Plain-English warnings: R-hat above ``max_r_hat``, bulk or tail ESS below 100 per chain.
-
-    NaN values (a constant parameter, a single chain) raise no warning. Parameters are named by
-    ``names`` (default ``param[i]``), worst first, at most ``most_listed`` of them per warning.
-    """
-    r_hat = np.asarray(stats["r_hat"], dtype=float)
-    if names is None:
-        names = [f"param[{i}]" for i in range(r_hat.size)]
-    warnings = []
-    with np.errstate(invalid="ignore"):
-        high = np.flatnonzero(r_hat > max_r_hat)
-    if high.size:
-        high = high[np.argsort(-r_hat[high], kind="stable")]
-        warnings.append(
-            f"R-hat is above {max_r_hat} for {high.size} parameter(s) "
-            f"({_name_list(names, high, most_listed)}; worst {r_hat[high[0]]:.3f}): the chains "
-            "disagree, so they have not converged to one distribution. Run longer chains or "
-            "reparametrise the model before using these draws."
-        )
-    min_ess = min_ess_per_chain * chains
-    for key, label in (("ess_bulk", "Bulk"), ("ess_tail", "Tail")):
-        ess = np.asarray(stats[key], dtype=float)
-        with np.errstate(invalid="ignore"):
-            low = np.flatnonzero(ess < min_ess)
-        if low.size:
-            low = low[np.argsort(ess[low], kind="stable")]
-            what = "means and medians" if key == "ess_bulk" else "tail quantiles (5%, 95%)"
-            warnings.append(
-                f"{label} ESS is below {min_ess:g} ({min_ess_per_chain:g} per chain x {chains} "
-                f"chains) for {low.size} parameter(s) ({_name_list(names, low, most_listed)}; "
-                f"lowest {ess[low[0]]:.0f}): estimates of {what} are unreliable. Draw more "
-                "samples."
-            )
-    return warnings
+    return by_blocks(block, rows)

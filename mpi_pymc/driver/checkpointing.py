@@ -48,12 +48,13 @@ class CheckpointSaver:
         import jax
 
         from mpi_pymc.output.checkpoint import write_manifest, write_part
-        from mpi_pymc.output.storage import write_failure
 
         t0 = time.perf_counter()
         self.saves += 1
         label = f"{self.run_label}-{self.saves:06d}"
         leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state)]
+
+        from mpi_pymc.output.layout import write_failure
 
         def failed(where: str, exc: OSError) -> UserError:
             return UserError(f"{write_failure(where, exc)}; {what_is_kept(self.config)}")

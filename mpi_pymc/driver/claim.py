@@ -12,10 +12,10 @@ from mpi_pymc.driver.job import Job
 
 def _remove_previous(out: str) -> None:
     """``--overwrite``: the old output, its shards and its checkpoint go."""
-    from mpi_pymc.output import storage
     from mpi_pymc.output.checkpoint import checkpoint_path, remove_checkpoint
+    from mpi_pymc.output.layout import remove_output
 
-    storage.remove_output(out)
+    remove_output(out)
     remove_checkpoint(checkpoint_path(out))
 
 

@@ -57,12 +57,12 @@ def finish(job: Job, chains: Chains, sampled: Sampled, writer, io: str) -> RunRe
 
 def _diagnose(writer, chains: Chains, comm, config, draws: int, known=None) -> dict:
     """The summary of a finished run; ``known`` is a last --until-ess check at ``draws``."""
-    from mpi_pymc.diagnostics import maths as diagnostics
+    from mpi_pymc.diagnostics.summary import convergence_warnings, summary_table
 
     stats = known if known is not None else diagnostics_of(writer, chains, comm, draws)
     names = [c[0] for c in _flat_names(chains.compiled)]
-    table = diagnostics.summary_table(names, stats)
-    warns = diagnostics.convergence_warnings(stats, config.chains, names)
+    table = summary_table(names, stats)
+    warns = convergence_warnings(stats, config.chains, names)
     as_json = {
         "parameters": names,
         **{k: np.asarray(v).tolist() for k, v in stats.items() if isinstance(v, np.ndarray)},
@@ -93,7 +93,8 @@ def _peak_rss_mb() -> float:
 def add_groups(job: Job, model) -> None:
     """``--log-likelihood``/``--posterior-predictive``: the post-processing pass on the same
     ranks, over the complete file (the output lock is still held)."""
-    from mpi_pymc.postprocess.run import PostprocessConfig, postprocess
+    from mpi_pymc.postprocess.run import postprocess
+    from mpi_pymc.postprocess.settings import PostprocessConfig
 
     config = job.config
     if not (config.log_likelihood or config.posterior_predictive):

@@ -28,6 +28,7 @@ def job_end_time(job: Job) -> float | None:
 def open_output(job: Job, chains: Chains, binding, node_data):
     """Open the writer (parallel HDF5 or shards) with the run's root attributes."""
     from mpi_pymc.output import storage
+    from mpi_pymc.output.layout import layout_for
 
     config, out = job.config, str(job.config.out)
     io = storage.choose_io(config.io)
@@ -37,7 +38,7 @@ def open_output(job: Job, chains: Chains, binding, node_data):
             "run `make parallel-hdf5` or use --io shards"
         )
     chain_count = int(config.chains or 0)
-    layout = storage.layout_for(chains.compiled, chain_count, config.draws, config.chunk_draws)
+    layout = layout_for(chains.compiled, chain_count, config.draws, config.chunk_draws)
     attrs = root_attrs(
         config,
         job.size,
@@ -71,17 +72,18 @@ def check_disk_space(job: Job, layout, io: str, chains: Chains) -> None:
     their file system (every dataset is allocated up front, so its size is known)."""
     import jax
 
-    from mpi_pymc.output import disk_space, storage
+    from mpi_pymc.output import disk_space
     from mpi_pymc.output.checkpoint import checkpoint_files, checkpoint_path
+    from mpi_pymc.output.layout import output_bytes, shard_dir
 
     config, out = job.config, str(job.config.out)
     leaves = jax.tree_util.tree_leaves(chains.state)
     local_bytes = sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize for leaf in leaves)
     resume = chains.ckpt is not None
     state_bytes = job.comm.allreduce(local_bytes)
-    output = storage.output_bytes(layout, io, job.size, resume=resume)
+    output = output_bytes(layout, io, job.size, resume=resume)
     checkpoint = disk_space.checkpoint_bytes(state_bytes, len(leaves), resume, job.size)
-    freed = [out, str(storage.shard_dir(out)), *checkpoint_files(checkpoint_path(out))]
+    freed = [out, str(shard_dir(out)), *checkpoint_files(checkpoint_path(out))]
     freed = freed if config.overwrite else []
     _on_every_rank(
         job.comm,

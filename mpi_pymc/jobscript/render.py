@@ -1,12 +1,10 @@
-"""``python -m mpi_pymc jobscript MODEL.py ...``: a SLURM job script ready for ``sbatch``.
+"""Rendering a job script: a template's ``#SBATCH`` lines and run settings replaced by a
+validated request's (pure text substitution on the lines the templates keep stable).
 
-It renders one of the templates in ``mpi_pymc/jobs/`` (package data, so every install has them;
-the repository's top-level ``jobs/`` links there) with the user's resources (nodes, GPUs, time,
-account, partition) in the ``#SBATCH`` lines and their ``run`` options in the script's settings,
-so nobody edits ``#SBATCH`` lines by hand for the common cases. The rendering is pure text
-substitution on lines the templates keep stable (``#SBATCH --opt=value``, ``MODEL=``, ``OUT=``,
-``RUN_OPTIONS=(...)``...); everything else in a template is left as it is.
-"""
+The templates are ``mpi_pymc/jobs/`` (package data, so every install has them; the
+repository's top-level ``jobs/`` links there); everything in a template but the lines it keeps
+stable (``#SBATCH --opt=value``, ``MODEL=``, ``OUT=``, ``RUN_OPTIONS=(...)``...) is left as it
+is."""
 
 from __future__ import annotations
 
@@ -14,22 +12,31 @@ import argparse
 import os
 import re
 import shlex
-import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from mpi_pymc import __version__
-from mpi_pymc.core.config import UserError, check_model_file, parse_model_spec
+from mpi_pymc.core.config import UserError
 from mpi_pymc.options import add_run_options
 
 TEMPLATES = ("single_node_gpus", "multi_node_gpus", "cpu_nodes", "walltime_resume", "array_sweep")
+
+
 _SBATCH = re.compile(r"^#SBATCH\s+--(?P<name>[A-Za-z-]+)(?:=(?P<value>\S*))?\s*$")
+
+
 _WALLTIME = re.compile(
     r"^(?:(?P<days>\d+)-)?(?P<hours>\d{1,2}):(?P<minutes>\d{2}):(?P<seconds>\d{2})$"
 )
+
+
 _ARRAY = re.compile(r"^\d+(?:-\d+(?::\d+)?)?(?:,\d+(?:-\d+(?::\d+)?)?)*(?:%\d+)?$")
+
+
 _JOB_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
 # sbatch filename patterns that make sense in an output path, and the variables they become.
 _OUT_PATTERNS = {
     "x": "${SLURM_JOB_NAME}",
@@ -37,30 +44,6 @@ _OUT_PATTERNS = {
     "A": "${SLURM_ARRAY_JOB_ID}",
     "a": "${SLURM_ARRAY_TASK_ID}",
 }
-
-EPILOG = """\
-The job script keeps the template's comments, so it explains itself; read it before you submit.
-Resources: GPU nodes get one rank per GPU (--gpus-per-node / --gpus-per-rank ranks per node);
---cpu asks for no GPUs and --ranks-per-node ranks with --cpus-per-rank cores each. The template
-is picked from the options unless --template names one:
-  single_node_gpus  one node, several GPUs (default)
-  multi_node_gpus   several nodes (default for --nodes > 1)
-  cpu_nodes         CPU-only nodes (default for --cpu)
-  walltime_resume   a long run over several allocations: checkpoint at the time limit, requeue,
-                    --resume (default for --signal-before)
-  array_sweep       an array job over seeds or model variants (default for --array or several
-                    models); --out must then contain %a, the array task id
---out may use sbatch's %x (job name), %j (job id), %A (array job id) and %a (array task id).
-
-examples:
-  python -m mpi_pymc jobscript model.py --gpus-per-node 4 --time 02:00:00 \\
-      --account proj123 --partition gpu --draws 2000 -o fit.sbatch
-  python -m mpi_pymc jobscript model.py --nodes 8 --gpus-per-node 4 --time 12:00:00 \\
-      --template walltime_resume --draws 200000 -o long.sbatch
-  python -m mpi_pymc jobscript model.py --cpu --nodes 2 --ranks-per-node 16 --cpus-per-rank 4 \\
-      --time 01:00:00 --array 0-9 --out sweep-%a.h5 -o sweep.sbatch
-then: sbatch fit.sbatch
-"""
 
 
 @dataclass(frozen=True)
@@ -170,10 +153,6 @@ def template_path(template: str) -> Path:
     return path
 
 
-# ---------------------------------------------------------------------------------------------
-# Run options: the ones the user gave, back to command-line words
-
-
 def _run_option_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False)
     add_run_options(parser)
@@ -229,10 +208,6 @@ def merge_run_options(template_options: dict, user_options: dict) -> dict:
         merged.pop("chains_per_rank", None)
     merged.update(user_options)
     return merged
-
-
-# ---------------------------------------------------------------------------------------------
-# Rendering: pure text in, text out
 
 
 def _template_values(text: str) -> dict[str, str]:
@@ -356,245 +331,3 @@ def _render_setting(line: str, request: JobRequest, run_options: dict) -> str:
         words = run_option_words(run_options)
         return f"RUN_OPTIONS=({' '.join(shlex.quote(w) for w in words)})"
     return line
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-
-
-def _positive(name: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{name} must be positive, got {value}")
-        return value
-
-    return parse
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``jobscript`` subcommand to ``subparsers`` (from ``add_subparsers``)."""
-    parser = subparsers.add_parser(
-        "jobscript",
-        help="write a SLURM job script (sbatch) for a run",
-        description="Write a SLURM batch script that runs `python -m mpi_pymc run MODEL.py` "
-        "with the given resources and run options, from a template in jobs/.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "models",
-        nargs="+",
-        metavar="MODEL.py[:NAME]",
-        help="model file; several only for --template array_sweep (one variant per task)",
-    )
-    g = parser.add_argument_group("SLURM resources")
-    g.add_argument("--time", required=True, help="wall-clock limit, HH:MM:SS or D-HH:MM:SS")
-    g.add_argument("--nodes", type=_positive("--nodes"), default=1, help="nodes (1)")
-    g.add_argument(
-        "--gpus-per-node",
-        type=_positive("--gpus-per-node"),
-        help="GPUs to use on each node; one rank per GPU (or per --gpus-per-rank GPUs)",
-    )
-    g.add_argument("--cpu", action="store_true", help="CPU-only nodes: request no GPUs")
-    g.add_argument(
-        "--ranks-per-node",
-        type=_positive("--ranks-per-node"),
-        help="MPI ranks per node with --cpu (default: the template's)",
-    )
-    g.add_argument(
-        "--cpus-per-rank",
-        type=_positive("--cpus-per-rank"),
-        help="CPU cores per rank, --cpus-per-task (default: the template's)",
-    )
-    g.add_argument("--account", help="project/account to charge (default: your default one)")
-    g.add_argument("--partition", help="partition (queue) (default: the site's default)")
-    g.add_argument("--job-name", help="job name, also in file names (default: the model's name)")
-    g = parser.add_argument_group("job script")
-    g.add_argument(
-        "--template",
-        help=f"one of {', '.join(TEMPLATES)}, or a PATH.sbatch of your own (default: see below)",
-    )
-    g.add_argument("--array", help="array_sweep: task ids, e.g. 0-9 (default: one per model)")
-    g.add_argument(
-        "--signal-before",
-        type=_positive("--signal-before"),
-        help="walltime_resume: seconds before the time limit to checkpoint (template: 600)",
-    )
-    g.add_argument(
-        "--python",
-        help="python in the job's environment (default: $MPI_PYMC_PYTHON, else `python`)",
-    )
-    g.add_argument("-o", "--job-file", help="write the script here (default: print it)")
-    g.add_argument("--force", action="store_true", help="replace an existing --job-file")
-    add_run_options(parser)
-    _suppress_defaults(parser, set(_run_dests()))
-    return parser
-
-
-def _choose_template(args: argparse.Namespace) -> str:
-    if args.template:
-        return args.template
-    if args.array or len(args.models) > 1:
-        return "array_sweep"
-    if args.signal_before is not None:
-        return "walltime_resume"
-    if args.cpu:
-        return "cpu_nodes"
-    return "multi_node_gpus" if args.nodes > 1 else "single_node_gpus"
-
-
-def request_from_args(args: argparse.Namespace) -> JobRequest:
-    """Validate the ``jobscript`` arguments once, up front; one clear line per mistake."""
-    run_options = {d: getattr(args, d) for d in _run_dests() if hasattr(args, d)}
-    template = _choose_template(args)
-    name = Path(template).stem if template.endswith(".sbatch") else template
-    if not template.endswith(".sbatch") and template not in TEMPLATES:
-        raise UserError(
-            f"unknown --template '{template}': choose one of {', '.join(TEMPLATES)} "
-            "or pass a PATH.sbatch"
-        )
-    time_seconds = parse_walltime(args.time)
-    for spec in args.models:
-        check_model_file(parse_model_spec(spec)[0])
-    cpu = args.cpu or name == "cpu_nodes"
-    gpus_per_rank = run_options.get("gpus_per_rank")
-    if cpu:
-        if args.gpus_per_node:
-            raise UserError(
-                "--gpus-per-node asks for GPUs but --cpu (or the cpu_nodes template) for none: "
-                "drop one"
-            )
-        if gpus_per_rank:
-            raise UserError(f"--cpu but --gpus-per-rank {gpus_per_rank}: drop --gpus-per-rank")
-        gpus_per_node, ranks_per_node = 0, args.ranks_per_node
-    else:
-        if not args.gpus_per_node:
-            raise UserError(
-                "how many GPUs per node? pass --gpus-per-node G (one rank each), or --cpu for "
-                "CPU-only nodes"
-            )
-        if gpus_per_rank == 0:
-            raise UserError("--gpus-per-rank 0 runs on CPU: pass --cpu instead of --gpus-per-node")
-        per_rank = gpus_per_rank or 1
-        if args.gpus_per_node % per_rank:
-            raise UserError(
-                f"--gpus-per-node {args.gpus_per_node} is not a multiple of --gpus-per-rank "
-                f"{per_rank}: every rank needs the same number of GPUs"
-            )
-        gpus_per_node, ranks_per_node = args.gpus_per_node, args.gpus_per_node // per_rank
-        if args.ranks_per_node and args.ranks_per_node != ranks_per_node:
-            raise UserError(
-                f"--ranks-per-node {args.ranks_per_node} but {args.gpus_per_node} GPUs per node "
-                f"at {per_rank} per rank make {ranks_per_node}: drop --ranks-per-node"
-            )
-    if name == "single_node_gpus" and args.nodes > 1:
-        raise UserError(
-            f"single_node_gpus is for one node but --nodes {args.nodes}: "
-            "use --template multi_node_gpus (the default for several nodes)"
-        )
-    if len(args.models) > 1 and name != "array_sweep":
-        raise UserError(
-            f"{len(args.models)} models given: several models need --template array_sweep "
-            "(one per array task)"
-        )
-    array = args.array
-    base_seed = None
-    out = run_options.get("out")
-    if name == "array_sweep":
-        if array is None and len(args.models) > 1:
-            array = f"0-{len(args.models) - 1}"
-        if array is not None:
-            largest = array_indices_max(array)
-            if len(args.models) > 1 and largest >= len(args.models):
-                raise UserError(
-                    f"--array {array} reaches task {largest} but only {len(args.models)} models "
-                    f"were given: use --array 0-{len(args.models) - 1}"
-                )
-        if out is not None and "%a" not in out:
-            raise UserError(
-                f"--out '{out}' is the same for every array task: put %a (the task id) in it, "
-                "e.g. --out fit-%a.h5"
-            )
-        base_seed = run_options.get("seed")
-    elif array is not None:
-        raise UserError(f"--array needs --template array_sweep, not {name}")
-    if args.signal_before is not None:
-        if name != "walltime_resume" and not template.endswith(".sbatch"):
-            raise UserError(f"--signal-before needs --template walltime_resume, not {name}")
-        if args.signal_before >= time_seconds:
-            raise UserError(
-                f"--signal-before {args.signal_before} s is not shorter than --time {args.time}: "
-                "the warning would come before the job starts"
-            )
-    if name == "walltime_resume":
-        for option in ("overwrite", "resume"):
-            if run_options.get(option):
-                raise UserError(
-                    f"--{option} does not go with walltime_resume: the job script adds --resume "
-                    "itself when the output file exists"
-                )
-    if args.job_name is not None and not _JOB_NAME.match(args.job_name):
-        raise UserError(
-            f"--job-name '{args.job_name}' may only contain letters, digits and . _ + -"
-        )
-    job_name = args.job_name
-    if job_name is None and len(args.models) == 1:
-        job_name = re.sub(r"[^A-Za-z0-9_.+-]", "_", Path(parse_model_spec(args.models[0])[0]).stem)
-    if out is not None:
-        out_pattern_to_shell(out)  # validates the % patterns
-    run_options.pop("out", None)
-    return JobRequest(
-        template=template,
-        models=tuple(args.models),
-        time=args.time,
-        nodes=args.nodes,
-        cpu=cpu,
-        gpus_per_node=gpus_per_node,
-        ranks_per_node=ranks_per_node,
-        cpus_per_rank=args.cpus_per_rank,
-        job_name=job_name,
-        account=args.account,
-        partition=args.partition,
-        array=array,
-        signal_before=args.signal_before,
-        python=args.python,
-        out=out,
-        base_seed=base_seed,
-        run_options=run_options,
-    )
-
-
-def main(args: argparse.Namespace) -> int:
-    """Render the job script; print it, or write ``--job-file``. Returns the exit code."""
-    from mpi_pymc.core.errors import EXIT_OK, EXIT_USER
-
-    try:
-        request = request_from_args(args)
-        path = template_path(request.template)
-        name = path.stem
-        text = path.read_text()
-        if request.run_options and not re.search(r"^RUN_OPTIONS=\(", text, flags=re.MULTILINE):
-            raise UserError(f"template '{path}' has no RUN_OPTIONS=(...) line for the run options")
-        script = render(text, request, template_name=name)
-        if args.job_file is None:
-            sys.stdout.write(script)
-            return EXIT_OK
-        target = Path(args.job_file)
-        if target.exists() and not args.force:
-            raise UserError(f"'{target}' already exists: pass --force to replace it")
-        if not target.parent.is_dir():
-            raise UserError(f"directory '{target.parent}' does not exist: create it first")
-        target.write_text(script)
-        target.chmod(0o755)
-    except UserError as exc:
-        print(f"mpi_pymc: error: {exc}", file=sys.stderr)
-        return EXIT_USER
-    print(
-        f"wrote {target} ({name}); submit it from the directory with your model: sbatch {target}",
-        file=sys.stderr,
-    )
-    return EXIT_OK

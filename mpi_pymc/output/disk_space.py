@@ -1,6 +1,6 @@
 """Disk preflight: a run whose output and checkpoint cannot fit is refused before it writes.
 
-Every dataset of the output is allocated before the first draw (``storage.output_bytes``), so
+Every dataset of the output is allocated before the first draw (``layout.output_bytes``), so
 its size is known exactly enough up front; a checkpoint is kept with the previous one, and a new
 one is written beside both before the older goes, so at its largest three copies exist. Free
 space is what ``statvfs`` grants an unprivileged user (``f_bavail``); quotas are not visible this

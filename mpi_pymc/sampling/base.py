@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 # The statistics every step returns, one value per chain and iteration, stored as the
-# ``sample_stats`` group (dtypes: ``storage.STAT_DTYPES``):
+# ``sample_stats`` group (dtypes: ``layout.STAT_DTYPES``):
 #   lp               log-density of the returned position
 #   diverging        bool: the trajectory's energy error exceeded the sampler's bound
 #                    (``DIVERGENCE_ENERGY`` for this project's kernels)

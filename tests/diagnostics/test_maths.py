@@ -13,6 +13,7 @@ from helpers import REFERENCE
 from scipy import stats
 from tolerances import ARVIZ_MAJOR, arviz_reference, az, relative_difference
 
+from mpi_pymc.diagnostics import blocks
 from mpi_pymc.diagnostics import maths as diagnostics
 
 RTOL = 1e-8
@@ -304,46 +305,6 @@ def test_nested_rhat_detects_disagreeing_superchains() -> None:
         diagnostics.rhat_nested(mixed, [4, 3])
 
 
-def test_summary_table_worst_first() -> None:
-    stats = {
-        "mean": np.array([0.1, 2.0, -3.0, 5.0]),
-        "sd": np.array([1.0, 0.5, 2.0, 0.0]),
-        "mcse_mean": np.array([0.01, 0.02, 0.5, 0.0]),
-        "r_hat": np.array([1.001, 1.002, 1.30, np.nan]),
-        "ess_bulk": np.array([2000.0, 150.0, 12.0, 4000.0]),
-        "ess_tail": np.array([1800.0, 900.0, 30.0, 4000.0]),
-    }
-    table = diagnostics.summary_table(["alpha", "beta", "sigma_long_name", "const"], stats)
-    lines = table.splitlines()
-    assert lines[0].split() == [
-        "parameter", "mean", "sd", "mcse_mean", "r_hat", "ess_bulk", "ess_tail"
-    ]  # fmt: skip
-    assert [line.split()[0] for line in lines[1:]] == ["sigma_long_name", "beta", "alpha", "const"]
-    assert len({len(line) for line in lines}) == 1  # fixed width
-    assert "1.300" in lines[1] and "nan" in lines[4]
-
-
-def test_convergence_warnings_name_parameters() -> None:
-    good = {
-        "r_hat": np.array([1.0, 1.005]),
-        "ess_bulk": np.array([900.0, 1200.0]),
-        "ess_tail": np.array([800.0, 700.0]),
-    }
-    assert diagnostics.convergence_warnings(good, chains=4, names=["a", "b"]) == []
-    bad = {
-        "r_hat": np.array([1.0, 1.2, np.nan]),
-        "ess_bulk": np.array([900.0, 50.0, 400.0]),
-        "ess_tail": np.array([300.0, 20.0, 400.0]),
-    }
-    messages = diagnostics.convergence_warnings(bad, chains=4, names=["a", "b", "c"])
-    assert len(messages) == 3
-    rhat_message, bulk_message, tail_message = messages
-    assert "R-hat is above 1.01 for 1 parameter(s) (b; worst 1.200)" in rhat_message
-    assert "Bulk ESS is below 400" in bulk_message and "(b;" in bulk_message
-    assert "Tail ESS" in tail_message and "(b, a;" in tail_message
-    assert not any("c;" in message or ", c" in message for message in messages)
-
-
 def test_threaded_blocks_give_the_numbers_of_one_block(monkeypatch) -> None:
     # 64 chains x 400 draws x 9 parameters is above THREADED_SIZE: the parameters are spread
     # over blocks (and threads, where the process may use more than one core). A parameter's
@@ -354,11 +315,11 @@ def test_threaded_blocks_give_the_numbers_of_one_block(monkeypatch) -> None:
          np.full((64, 400, 1), 2.5)],
         axis=-1,
     )  # fmt: skip
-    monkeypatch.setattr(diagnostics, "usable_cores", lambda: 3)
-    workers, bounds = diagnostics._blocks(draws.shape[2], draws.size)
+    monkeypatch.setattr(blocks, "usable_cores", lambda: 3)
+    workers, bounds = blocks.parameter_blocks(draws.shape[2], draws.size)
     assert workers == 3 and len(bounds) - 1 == draws.shape[2]  # one parameter a block
     threaded = diagnostics.all_diagnostics(draws, superchain_sizes=[32, 32])
-    monkeypatch.setattr(diagnostics, "THREADED_SIZE", draws.size)
+    monkeypatch.setattr(blocks, "THREADED_SIZE", draws.size)
     whole = diagnostics.all_diagnostics(draws, superchain_sizes=[32, 32])
     for key in threaded:
         np.testing.assert_array_equal(threaded[key], whole[key], err_msg=key)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from helpers import EIGHT_SCHOOLS, ROOT
 
-from mpi_pymc.jobscript import render as jobscript
+from mpi_pymc import jobscript
 
 JOBS = ROOT / "jobs"
 ALL_TEMPLATES = sorted(p.stem for p in JOBS.glob("*.sbatch"))

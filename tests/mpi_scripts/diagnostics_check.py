@@ -1,4 +1,5 @@
-"""Run by tests/diagnostics/test_collective.py under ``mpirun -n N``: distributed vs pure diagnostics.
+"""Run by tests/diagnostics/test_collective.py under ``mpirun -n N``: distributed vs pure
+diagnostics.
 
 Every rank builds the same global draws from a fixed seed, keeps its own contiguous chain group
 and calls :func:`mpi_pymc.diagnostics.collective.distributed_diagnostics`. Rank 0 compares the
@@ -75,8 +76,9 @@ def main() -> int:
         return 0
 
     # Reuse the ArviZ adapter and comparison of the pure tests.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from test_diagnostics import COMPARED, arviz_reference, relative_difference
+    tests = Path(__file__).resolve().parents[1]
+    sys.path[:0] = [str(tests), str(tests / "diagnostics")]
+    from test_maths import COMPARED, arviz_reference, relative_difference
 
     full = global_draws(args.chains, args.draws, args.params, args.seed)
     pure = all_diagnostics(full, superchain_sizes=counts)

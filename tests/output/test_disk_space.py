@@ -24,7 +24,7 @@ from helpers import (
 from mpi_pymc.core.errors import os_error_cause
 from mpi_pymc.output import disk_space, storage
 from mpi_pymc.output.checkpoint import checkpoint_path, read_checkpoint
-from mpi_pymc.output.storage import Layout, Variable
+from mpi_pymc.output.layout import Layout, Variable, output_bytes, shard_dir
 
 MPIO = bool(h5py.get_config().mpi)
 
@@ -54,10 +54,10 @@ def test_refusal_gives_both_figures_and_the_fix():
 def test_size_grows_with_the_draws_and_a_resume_adds_only_new_shards():
     small, large = _layout(draws=100), _layout(draws=10_000)
     draws = 10_000 * 4 * (10 * 8 + 1)  # chains x (ten float64 values and a bool) per draw
-    assert storage.output_bytes(large, "mpio", 2) > draws
-    assert storage.output_bytes(small, "mpio", 2) < storage.output_bytes(large, "mpio", 2)
-    assert storage.output_bytes(large, "mpio", 2, resume=True) == 0
-    assert storage.output_bytes(large, "shards", 2, resume=True) > draws
+    assert output_bytes(large, "mpio", 2) > draws
+    assert output_bytes(small, "mpio", 2) < output_bytes(large, "mpio", 2)
+    assert output_bytes(large, "mpio", 2, resume=True) == 0
+    assert output_bytes(large, "shards", 2, resume=True) > draws
 
 
 @pytest.mark.parametrize("io", ["shards", "mpio"])
@@ -69,8 +69,8 @@ def test_the_size_bounds_a_real_file(tmp_path, io):
     layout, out = _layout(), str(tmp_path / "o.h5")
     writer = storage.open_writer(io, out, MPI.COMM_SELF, layout, range(4), {"settings": {}})
     writer.close()
-    used = disk_space.disk_bytes([out, str(storage.shard_dir(out))])
-    assert used <= storage.output_bytes(layout, io, 1) <= 2 * used + 512 * 1024
+    used = disk_space.disk_bytes([out, str(shard_dir(out))])
+    assert used <= output_bytes(layout, io, 1) <= 2 * used + 512 * 1024
 
 
 def test_causes_of_write_errors_are_short():

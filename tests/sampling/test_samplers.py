@@ -12,7 +12,7 @@ import pytest
 
 from mpi_pymc.core import config
 from mpi_pymc.model.compile import compile_model
-from mpi_pymc.output import storage
+from mpi_pymc.output import layout
 from mpi_pymc.sampling import registry as samplers
 from mpi_pymc.sampling.base import STAT_NAMES, SamplerBackend
 from mpi_pymc.sampling.chain_group import ChainGroupSampler
@@ -46,7 +46,7 @@ def test_the_registry_names_the_cli_samplers():
 
 
 def test_the_documented_stats_are_the_stored_ones():
-    assert set(STAT_NAMES) == set(storage.STAT_DTYPES)
+    assert set(STAT_NAMES) == set(layout.STAT_DTYPES)
 
 
 @pytest.mark.parametrize("name", config.SAMPLERS)
@@ -95,7 +95,7 @@ def test_a_short_run_returns_the_documented_stats(name, chain_method, extra, com
     kinds = {"float": "f", "bool": "b", "int64": "i"}
     for key, value in stats.items():
         assert value.shape == (CHAINS, DRAWS), key
-        assert value.dtype.kind == kinds[storage.STAT_DTYPES[key]], (key, value.dtype)
+        assert value.dtype.kind == kinds[layout.STAT_DTYPES[key]], (key, value.dtype)
     assert np.all(stats["n_steps"] >= 1)
     assert np.all(stats["tree_depth"] >= 1)
     assert np.all(stats["step_size"] > 0)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mpi_pymc.jobscript import render as jobscript
+from mpi_pymc import jobscript
 
 ROOT = Path(__file__).resolve().parents[2]
 # What each template needs on the command line besides the model, --time and run options.

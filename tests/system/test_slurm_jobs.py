@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from helpers import EIGHT_SCHOOLS, EXAMPLES, ROOT, env
 
-from mpi_pymc.jobscript import render as jobscript
+from mpi_pymc import jobscript
 
 pytestmark = pytest.mark.slurm
 

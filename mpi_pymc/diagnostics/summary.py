@@ -1,0 +1,98 @@
+"""The summary a finished run prints: the per-parameter table (worst R-hat first) and the
+convergence warnings, worded as PyMC words them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+def _worst_first(stats: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Order: highest R-hat first (NaN R-hat counts as no evidence), then lowest ESS."""
+    r_hat = np.nan_to_num(np.asarray(stats["r_hat"], dtype=float), nan=-np.inf)
+    lowest_ess = np.fmin(
+        np.asarray(stats["ess_bulk"], dtype=float), np.asarray(stats["ess_tail"], dtype=float)
+    )
+    lowest_ess = np.nan_to_num(lowest_ess, nan=np.inf)
+    return np.lexsort((lowest_ess, -r_hat))
+
+
+def summary_table(names: Sequence[str], stats: Mapping[str, np.ndarray]) -> str:
+    """Fixed-width text table, one row per parameter, worst converged first.
+
+    Columns: parameter, mean, sd, mcse_mean, r_hat, ess_bulk, ess_tail. Rows are sorted by
+    highest R-hat (NaN last), then by lowest of bulk and tail ESS.
+    """
+    if len(names) != len(stats["r_hat"]):
+        raise ValueError(f"{len(names)} names for {len(stats['r_hat'])} parameters")
+    name_width = max([len("parameter"), *(len(name) for name in names)])
+    columns = [
+        ("mean", "{:.4g}"),
+        ("sd", "{:.4g}"),
+        ("mcse_mean", "{:.2g}"),
+        ("r_hat", "{:.3f}"),
+        ("ess_bulk", "{:.0f}"),
+        ("ess_tail", "{:.0f}"),
+    ]
+    width = 10
+    lines = [f"{'parameter':<{name_width}}" + "".join(f" {key:>{width}}" for key, _ in columns)]
+    for index in _worst_first(stats):
+        cells = []
+        for key, fmt in columns:
+            value = float(stats[key][index])
+            cells.append(f" {'nan' if np.isnan(value) else fmt.format(value):>{width}}")
+        lines.append(f"{names[index]:<{name_width}}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def _name_list(names: Sequence[str], indices: np.ndarray, most: int) -> str:
+    listed = ", ".join(names[i] for i in indices[:most])
+    if len(indices) > most:
+        listed += f" and {len(indices) - most} more"
+    return listed
+
+
+def convergence_warnings(
+    stats: Mapping[str, np.ndarray],
+    chains: int,
+    names: Sequence[str] | None = None,
+    *,
+    max_r_hat: float = 1.01,
+    min_ess_per_chain: float = 100.0,
+    most_listed: int = 10,
+) -> list[str]:
+    """Plain-English warnings: R-hat above ``max_r_hat``, bulk or tail ESS below 100 per chain.
+
+    NaN values (a constant parameter, a single chain) raise no warning. Parameters are named by
+    ``names`` (default ``param[i]``), worst first, at most ``most_listed`` of them per warning.
+    """
+    r_hat = np.asarray(stats["r_hat"], dtype=float)
+    if names is None:
+        names = [f"param[{i}]" for i in range(r_hat.size)]
+    warnings = []
+    with np.errstate(invalid="ignore"):
+        high = np.flatnonzero(r_hat > max_r_hat)
+    if high.size:
+        high = high[np.argsort(-r_hat[high], kind="stable")]
+        warnings.append(
+            f"R-hat is above {max_r_hat} for {high.size} parameter(s) "
+            f"({_name_list(names, high, most_listed)}; worst {r_hat[high[0]]:.3f}): the chains "
+            "disagree, so they have not converged to one distribution. Run longer chains or "
+            "reparametrise the model before using these draws."
+        )
+    min_ess = min_ess_per_chain * chains
+    for key, label in (("ess_bulk", "Bulk"), ("ess_tail", "Tail")):
+        ess = np.asarray(stats[key], dtype=float)
+        with np.errstate(invalid="ignore"):
+            low = np.flatnonzero(ess < min_ess)
+        if low.size:
+            low = low[np.argsort(ess[low], kind="stable")]
+            what = "means and medians" if key == "ess_bulk" else "tail quantiles (5%, 95%)"
+            warnings.append(
+                f"{label} ESS is below {min_ess:g} ({min_ess_per_chain:g} per chain x {chains} "
+                f"chains) for {low.size} parameter(s) ({_name_list(names, low, most_listed)}; "
+                f"lowest {ess[low[0]]:.0f}): estimates of {what} are unreliable. Draw more "
+                "samples."
+            )
+    return warnings
