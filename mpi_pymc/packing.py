@@ -40,11 +40,11 @@ if TYPE_CHECKING:
 
 # Above this many bytes of draws a finished run keeps its shards (and says so in its last line;
 # `python -m mpi_pymc pack OUT` packs it on demand, without this limit). Packing is a local copy
-# of every draw, on rank 0 only, at the end of the job; this bound keeps it within minutes at the
-# measured rate (benchmarks/pack_cost.py, benchmarks/README.md "Packing a shards output"), so a
-# job sized to its walltime does not run out of it while packing (an interrupted pack loses
-# nothing, but leaves the shards).
-PACK_LIMIT_BYTES = 64 << 30
+# of every draw by rank 0 at the end of the job: measured 3.1-5.7 s/GB on a loaded 2-core VM
+# (benchmarks/README.md, "packing a shards output"), so this bound keeps it to about 3 minutes,
+# which a job sized to its walltime can spare (an interrupted pack loses nothing: the output
+# stays shard-backed).
+PACK_LIMIT_BYTES = 32 << 30
 # Target size of one HDF5 chunk of a packed variable (one chain, some draws), as postprocessing
 # uses for the variables it creates: few chunk-index entries, whole reads stay sequential.
 CHUNK_BYTES = 4 << 20
