@@ -11,8 +11,9 @@ value without a word, so ``OUT`` copied alone opens in ArviZ with every draw NaN
 * :func:`check_shards` raises :class:`MissingShards` (one line naming the missing files and what
   to do) for a file whose virtual datasets map shards that cannot be read.
 
-Nothing here uses MPI: after the other ranks are done, rank 0 (or ``python -m mpi_pymc pack``)
-packs. The caller holds ``OUT.lock``; :func:`pack_main` takes it itself.
+Nothing here starts MPI: once the writers are done, rank 0 packs (:func:`pack_on_rank0`, given
+the job's communicator) or ``python -m mpi_pymc pack`` does (:func:`pack_main`, one process,
+which takes ``OUT.lock`` itself; the other callers hold it already).
 
 ``jobscript`` builds the CLI on login nodes without NumPy: h5py and NumPy load lazily.
 """
@@ -469,6 +470,34 @@ def pack(path: str | os.PathLike, max_bytes: int | None = PACK_LIMIT_BYTES) -> P
         datasets=len(names), shard_files=len(mapped), seconds=time.perf_counter() - t_start,
         left_in_place=tuple(left),
     )  # fmt: skip
+
+
+def pack_on_rank0(
+    comm, path: str | os.PathLike, echo=print, max_bytes: int | None = PACK_LIMIT_BYTES
+) -> PackResult:
+    """Every rank of ``comm`` calls it once the writers have closed ``path`` (the run holds its
+    lock): rank 0 packs, every rank returns rank 0's result, and rank 0 prints its line.
+
+    What the run and ``postprocess`` call at their end. Missing shards are a failure every rank
+    raises (:class:`~mpi_pymc.errors.AgreedError`); a failed write is not: the output is intact
+    and shard-backed, so the result says ``kept`` and why (the run's draws are not lost because
+    a copy of them did not fit).
+    """
+    from mpi_pymc.errors import on_every_rank, os_error_cause
+
+    def work() -> PackResult | None:
+        if comm.Get_rank() != 0:
+            return None
+        try:
+            return pack(path, max_bytes)
+        except OSError as exc:
+            reason = f"packing failed: {os_error_cause(exc)}"
+            return PackResult(os.fspath(path), "kept", reason=reason)
+
+    result = comm.bcast(on_every_rank(comm, "packing the output", work), root=0)
+    if comm.Get_rank() == 0 and result.state != "already":
+        echo(result.line())
+    return result
 
 
 # --- command line -------------------------------------------------------------------------------

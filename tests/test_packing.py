@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
-from helpers import EIGHT_SCHOOLS, env, run_ranks
+from helpers import EIGHT_SCHOOLS, env, mpirun_or_skip, run_ranks
 
 from mpi_pymc.packing import (
     CHUNK_BYTES,
@@ -30,6 +30,7 @@ from mpi_pymc.packing import (
     missing_shards,
     pack,
     pack_main,
+    pack_on_rank0,
     shard_files,
 )
 
@@ -321,3 +322,48 @@ def test_pack_main_packs_and_refuses_in_one_line(shards_run, tmp_path, capsys):
     assert pack_main(argparse.Namespace(path=str(missing))) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err
+
+
+PACK_ON_RANKS = """
+import sys
+from mpi4py import MPI
+from mpi_pymc.errors import AgreedError
+from mpi_pymc.packing import pack_on_rank0
+comm = MPI.COMM_WORLD
+for path in sys.argv[1:]:
+    try:
+        result = pack_on_rank0(comm, path, echo=lambda line: print("line:", line, flush=True))
+        print(f"rank {comm.Get_rank()}: {result.state}", flush=True)
+    except AgreedError as exc:
+        print(f"rank {comm.Get_rank()}: agreed: {exc}", flush=True)
+"""
+
+
+def test_pack_on_rank0_packs_once_and_every_rank_learns_the_outcome(shards_run, tmp_path):
+    """The call a run's ranks make at its end: rank 0 packs and prints; missing shards are an
+    error every rank raises, so no rank goes on with a file that reads as NaN."""
+    good = _copy(shards_run, tmp_path / "good")
+    broken = _copy(shards_run, tmp_path / "broken")
+    (Path(str(broken) + ".parts") / "s000" / "rank00000.h5").unlink()
+    draws = _arviz_values(good)
+    cmd = [mpirun_or_skip(), "-n", "2", sys.executable, "-c", PACK_ON_RANKS, str(broken),
+           str(good), str(good)]  # fmt: skip
+    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    agreed = sorted(line for line in lines if "agreed:" in line)
+    assert [line.split(":")[0] for line in agreed] == ["rank 0", "rank 1"]
+    assert all("rank00000.h5" in line and "pack" in line for line in agreed)
+    assert sorted(line for line in lines if line.endswith(("packed", "already"))) == [
+        "rank 0: already", "rank 0: packed", "rank 1: already", "rank 1: packed"
+    ]  # fmt: skip
+    printed = [line for line in lines if line.startswith("line:")]
+    assert len(printed) == 1 and "can be copied alone" in printed[0]  # "already" stays quiet
+    _assert_same(_arviz_values(good), draws)
+
+    from mpi4py import MPI  # one rank, in this process
+
+    lines_here: list[str] = []
+    again = _copy(shards_run, tmp_path / "self")
+    assert pack_on_rank0(MPI.COMM_SELF, again, echo=lines_here.append).state == "packed"
+    assert len(lines_here) == 1 and is_packed(again)
