@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A private one-node SLURM cluster on this machine, for the tests in tests/system/test_slurm_jobs.py.
 #
-#   bash .ci/slurm.sh up      # install (Debian packages) and start munged, slurmctld, slurmd
+#   bash .ci/slurm.sh up      # install (Debian packages, srun's PMIx library included) and
+#                             # start munged, slurmctld, slurmd
 #   bash .ci/slurm.sh down    # stop exactly the daemons `up` started (by their recorded PIDs)
 #   bash .ci/slurm.sh status  # is it up?
 #
@@ -32,15 +33,29 @@ _slurm_pid_is() {
     _slurm_alive "$(cat "$1" 2>/dev/null)" "$2"
 }
 
+# The PMIx library srun's mpi/pmix plugin loads (MpiDefault=pmix; the job templates use
+# `srun --mpi=pmix`). Debian's plugin (slurm-wlm-basic-plugins, mpi_pmix_v4.so) dlopens the
+# unversioned libpmix.so, which only libpmix-dev ships: with the runtime package libpmix2 alone
+# srun still stops with "can not load PMIx library" (checked on bookworm).
+_slurm_pmix_lib() {
+    local lib
+    for lib in /usr/lib/*/pmix*/lib/libpmix.so /usr/lib/*/libpmix.so /usr/lib*/libpmix.so \
+        /usr/local/lib/libpmix.so; do
+        [ -e "$lib" ] && { echo "$lib"; return 0; }
+    done
+    return 1
+}
+
 _slurm_install() {
     local missing=""
     command -v munged >/dev/null || missing="$missing munge"
     command -v slurmctld >/dev/null || missing="$missing slurmctld"
     command -v slurmd >/dev/null || missing="$missing slurmd"
     command -v sinfo >/dev/null || missing="$missing slurm-client"
+    _slurm_pmix_lib >/dev/null || missing="$missing libpmix-dev"
     [ -z "$missing" ] && return 0
     command -v apt-get >/dev/null || {
-        _slurm_log "missing:$missing and no apt-get here: install SLURM and munge yourself"
+        _slurm_log "missing:$missing and no apt-get here: install SLURM, munge and PMIx yourself"
         return 1
     }
     _slurm_log "installing:$missing"
@@ -50,7 +65,7 @@ _slurm_install() {
     if [ ! -e "$policy" ]; then
         printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && created_policy=1
     fi
-    local packages="slurmctld slurmd slurm-client munge"
+    local packages="slurmctld slurmd slurm-client munge libpmix-dev"
     apt-get install -y -q --no-install-recommends $packages >&2 ||
         { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends $packages >&2; }
     local status=$?
@@ -139,6 +154,30 @@ _slurm_start_daemon() {
     echo $! >"$_slurm_dir/run/$name.started"
 }
 
+# When process $1 started, in seconds since the epoch (from /proc: no ps needed).
+_slurm_started_at() {
+    local ticks boot
+    ticks="$(awk '{ print $22 }' "/proc/$1/stat" 2>/dev/null)" || return 1
+    boot="$(awk '/^btime/ { print $2 }' /proc/stat)"
+    [ -n "$ticks" ] && [ -n "$boot" ] && echo $((boot + ticks / $(getconf CLK_TCK)))
+}
+
+# slurmd loads the mpi/pmix plugin when it starts, and one started before the PMIx library was
+# installed fails every step launch ("Socket timed out") until it restarts (seen on bookworm):
+# stop such a slurmd of this cluster, and `up` starts it again.
+_slurm_stop_slurmd_without_pmix() {
+    local pid lib started installed
+    pid="$(cat "$_slurm_dir/run/slurmd.started" 2>/dev/null)"
+    _slurm_alive "$pid" slurmd || return 0
+    lib="$(_slurm_pmix_lib)" || return 0
+    started="$(_slurm_started_at "$pid")" || return 0
+    installed="$(stat -c %Z "$lib")"
+    if [ "$installed" -ge "$started" ]; then
+        _slurm_log "restarting slurmd ($pid): it started before $lib was installed"
+        _slurm_stop_pid "$_slurm_dir/run/slurmd.started" slurmd
+    fi
+}
+
 _slurm_print_logs() {
     local f
     for f in "$_slurm_dir"/log/*; do
@@ -168,6 +207,7 @@ _slurm_up() {
             _slurm_pid_is "$_slurm_dir/run/slurmd.started" slurmd; }; then
         _slurm_write_conf
     fi
+    _slurm_stop_slurmd_without_pmix
     _slurm_start_munged || { _slurm_log "munged did not start"; _slurm_print_logs; return 1; }
     # -i: start even when a previous instance left state files behind.
     _slurm_start_daemon slurmctld -i
