@@ -1,4 +1,5 @@
-"""Cost of packing a shards output into one file (``mpi_pymc.packing.pack``), in seconds per GB.
+"""Cost of packing a shards output into one file (``mpi_pymc.output.packing.pack``), in
+seconds per GB.
 
     python benchmarks/pack_cost.py --ranks 2 --chains 8 --draws 4000 --params 4000 --repeats 2
 
@@ -44,23 +45,24 @@ def _fsync(path: Path) -> None:
 def worker(args) -> None:
     from mpi4py import MPI
 
-    from mpi_pymc import storage
-    from mpi_pymc.seeding import chain_group
+    from mpi_pymc.core.seeding import chain_group
+    from mpi_pymc.output import storage
+    from mpi_pymc.output.layout import Layout, Variable, shard_dir
 
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     group = chain_group(args.chains, size, rank)
-    layout = storage.Layout(
+    layout = Layout(
         chains=args.chains,
         draws=args.draws,
         chunk_draws=args.chunk,
         coords={"p": np.arange(args.params)},
         draw_groups={
-            "posterior": [storage.Variable("x", ("p",), (args.params,), "float64")],
+            "posterior": [Variable("x", ("p",), (args.params,), "float64")],
             "sample_stats": [
-                storage.Variable("lp", (), (), "float64"),
-                storage.Variable("diverging", (), (), "bool"),
-                storage.Variable("tree_depth", (), (), "int64"),
+                Variable("lp", (), (), "float64"),
+                Variable("diverging", (), (), "bool"),
+                Variable("tree_depth", (), (), "int64"),
             ],
         },
     )
@@ -79,7 +81,7 @@ def worker(args) -> None:
         done[:] = start + args.chunk
         writer.mark_completed(done)
     writer.close()
-    for path in storage.shard_dir(args.out).rglob(f"rank{rank:05d}.h5"):
+    for path in shard_dir(args.out).rglob(f"rank{rank:05d}.h5"):
         _fsync(path)
     comm.Barrier()
     if rank == 0:
@@ -100,7 +102,7 @@ def _spot_values(path: Path, chains: list[int]) -> dict[str, np.ndarray]:
 
 def copy_seconds(out: Path, scratch: Path) -> float:
     """Seconds to copy the shard files with shutil.copyfile and fsync them (``cp``-like)."""
-    from mpi_pymc.storage import shard_dir
+    from mpi_pymc.output.layout import shard_dir
 
     t0 = time.perf_counter()
     for shard in sorted(shard_dir(str(out)).rglob("*.h5")):
@@ -158,8 +160,8 @@ def main() -> int:
 
     import h5py
 
-    from mpi_pymc import packing
-    from mpi_pymc.launch import local_mpi_env, mpirun_command
+    from mpi_pymc.core.mpi_env import local_mpi_env, mpirun_command
+    from mpi_pymc.output import packing
 
     points = []
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:

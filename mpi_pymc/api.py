@@ -62,10 +62,12 @@ def sample(
     the enclosing ``with model:`` block. ``draws`` ... ``progressbar`` mean what they mean in
     ``pm.sample``; ``options`` are the CLI's (``python -m mpi_pymc run --help``) with the same
     names and defaults: ``chains_per_rank``, ``sampler``, ``chain_method``, ``precision``,
-    ``max_tree_depth``, ``adapt_group``, ``gpus_per_rank``, ``chunk_draws``, ``io``, ``out``,
-    ``overwrite``, ``resume``, ``until_ess``, ``until_tail_ess``, ``until_rhat``, ``max_time``
-    (seconds or ``"HH:MM:SS"``), ``check_logp``, ``log_likelihood``, ``posterior_predictive``
-    (the groups added when the draws are complete, as :func:`postprocess` adds them).
+    ``max_tree_depth``, ``metric``, ``adapt_group``, ``gpus_per_rank``, ``chunk_draws``, ``io``,
+    ``pack``,
+    ``out``, ``overwrite``, ``resume``, ``until_ess``, ``until_tail_ess``, ``until_rhat``,
+    ``max_time`` (seconds or ``"HH:MM:SS"``), ``check_logp``, ``log_likelihood``,
+    ``posterior_predictive`` (the groups added when the draws are complete, as
+    :func:`postprocess` adds them).
 
     ``out``: the HDF5 file; by default a new file under ``./mpi_pymc_runs/`` for every call.
     ``ranks``: from a single process, launch this many ranks (``launcher``: ``auto``,
@@ -111,10 +113,12 @@ def settings(
     chain_method: str = "auto",
     precision: str = "float64",
     max_tree_depth: int = 10,
+    metric: str = "auto",
     adapt_group: int = 1,
     gpus_per_rank: int | None = None,
     chunk_draws: int = 100,
     io: str = "auto",
+    pack: bool = True,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     resume: bool = False,
@@ -141,12 +145,14 @@ def settings(
         chain_method=chain_method,
         target_accept=target_accept,
         max_tree_depth=max_tree_depth,
+        metric=metric,
         adapt_group=adapt_group,
         precision=precision,
         gpus_per_rank=gpus_per_rank,
         chunk_draws=chunk_draws,
         progress=progressbar,
         io=io,
+        pack=pack,
         overwrite=overwrite,
         resume=resume,
         until_ess=until_ess,
@@ -342,8 +348,14 @@ def _interrupted_message(out: str) -> str:
 
 
 def open_result(path: str):
-    """The run's ArviZ object, loaded in memory (the file is closed), with its facts in attrs."""
+    """The run's ArviZ object, loaded in memory (the file is closed), with its facts in attrs.
+    A shards output whose shards are missing raises :class:`~mpi_pymc.output.packing.
+    MissingShards` naming them (ArviZ alone would read those draws as NaN)."""
     import arviz as az
+
+    from mpi_pymc.output.packing import check_shards
+
+    check_shards(path)
 
     if hasattr(az, "InferenceData"):  # ArviZ 0.x
         result = az.from_netcdf(path)

@@ -18,6 +18,7 @@ from mpi_pymc.core.config import (
 )
 from mpi_pymc.core.errors import EXIT_CHECKPOINTED, EXIT_OK, EXIT_USER, AgreedError, exit_code_of
 from mpi_pymc.options import add_run_options
+from mpi_pymc.output import packing
 
 DESCRIPTION = """\
 Sample a PyMC model with NUTS on every MPI rank and write all chains into one HDF5 file that
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_postprocess_parser(commands)
     bench.add_parser(commands)
     jobscript.add_parser(commands)
+    packing.add_parser(commands)
     return parser
 
 
@@ -89,12 +91,14 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
         chain_method=args.chain_method,
         target_accept=args.target_accept,
         max_tree_depth=args.max_tree_depth,
+        metric=args.metric,
         adapt_group=args.adapt_group,
         precision=args.precision,
         gpus_per_rank=args.gpus_per_rank,
         chunk_draws=args.chunk_draws,
         progress=args.progress,
         io=args.io,
+        pack=args.pack,
         overwrite=args.overwrite,
         resume=args.resume,
         until_ess=args.until_ess,
@@ -123,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER
     if args.command == "jobscript":  # renders a file on a login node: no MPI needed
         return jobscript.main(args)
+    if args.command == "pack":  # one process on the output's file system: no MPI
+        return packing.pack_main(args)
     if args.command == "bench":
         # The benchmark driver launches mpirun/srun jobs; it must not start MPI itself.
         from mpi_pymc import bench

@@ -87,6 +87,15 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         help="NUTS max depth (10); hmc: at most 2**depth steps",
     )
     g.add_argument(
+        "--metric",
+        default="auto",
+        help="mass matrix of nuts and hmc: auto (default: estimated from the warmup's draws and "
+        "their gradients, nutpie's Fisher estimate; up to 16 directions whose scale a diagonal "
+        "gets wrong by more than 2x are corrected, none where a diagonal fits), diag (Stan's "
+        "diagonal), low_rank (as auto) or dense (every direction: O(d^2) per leapfrog, for "
+        "small models); with --adapt-group the group's chains estimate it together",
+    )
+    g.add_argument(
         "--adapt-group",
         type=_positive_int,
         default=1,
@@ -122,6 +131,15 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         help="draws per chunk: written to disk and reported after each (100)",
     )
     g.add_argument("--io", default="auto", help="auto (default), mpio (parallel HDF5) or shards")
+    g.add_argument(
+        "--pack",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="shards writer: when the run completes, copy the shards into OUT so it is one file "
+        "that can be copied alone (on; about 4 s/GB here; not above 32 GiB, or without the space "
+        "for the copy: the last line then says so); --no-pack keeps OUT.parts/ beside OUT, and "
+        "`python -m mpi_pymc pack OUT` packs it later",
+    )
     g.add_argument(
         "--log-likelihood",
         action="store_true",

@@ -13,6 +13,7 @@ import numpy as np
 from mpi_pymc.core.config import UserError
 from mpi_pymc.diagnostics.maths import all_diagnostics
 from mpi_pymc.diagnostics.summary import convergence_warnings, summary_table
+from mpi_pymc.output.packing import check_shards
 
 
 def _label(values) -> str:
@@ -27,6 +28,9 @@ def read_posterior_matrix(path: str) -> tuple[np.ndarray, list[str], np.ndarray]
         f = h5py.File(path, "r")
     except OSError as exc:
         raise UserError(f"'{path}' is not a readable HDF5 file: {exc}") from None
+    f.close()
+    check_shards(path)  # a shards output copied without its shards: name them, never NaN
+    f = h5py.File(path, "r")
     with f:
         if "posterior" not in f or "draws_completed" not in f.attrs:
             raise UserError(f"'{path}' is not an mpi_pymc output (no posterior/draws_completed)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import h5py
@@ -47,7 +48,8 @@ def test_summary_of_a_partial_file_uses_completed_draws_only(finished, tmp_path)
     out, _ = finished
     partial = tmp_path / out.name  # shards are found by name, next to the main file
     shutil.copy(out, partial)
-    shutil.copytree(str(out) + ".parts", str(partial) + ".parts")
+    if os.path.isdir(str(out) + ".parts"):  # a complete shards run is one file: packed
+        shutil.copytree(str(out) + ".parts", str(partial) + ".parts")
     with h5py.File(partial, "r+") as f:
         f.attrs["draws_completed"] = np.array([60, 25, 40])
     draws, _, completed = read_posterior_matrix(str(partial))

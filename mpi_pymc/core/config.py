@@ -10,6 +10,10 @@ from pathlib import Path
 SAMPLERS = ("nuts", "numpyro", "blackjax", "hmc")
 CHAIN_METHODS = ("auto", "vectorized", "sequential")
 PRECISIONS = ("float64", "float32")
+# --metric: the mass matrix of the nuts and hmc samplers (sampling/metric.py).
+METRICS = ("auto", "diag", "low_rank", "dense")
+# Metrics the numpyro and blackjax adapters take (auto means their diagonal).
+LIBRARY_METRICS = ("auto", "diag")
 IO_MODES = ("auto", "mpio", "shards")
 # --until-rhat's default: the R-hat bound of an --until-ess goal.
 DEFAULT_UNTIL_RHAT = 1.01
@@ -34,12 +38,15 @@ class RunConfig:
     chain_method: str = "auto"
     target_accept: float = 0.8
     max_tree_depth: int = 10
+    metric: str = "auto"
     adapt_group: int = 1
     precision: str = "float64"
     gpus_per_rank: int | None = None
     chunk_draws: int = 100
     progress: bool | None = None
     io: str = "auto"
+    # Shards writer: pack the shards into OUT when the run completes (output/packing.py).
+    pack: bool = True
     overwrite: bool = False
     resume: bool = False
     until_ess: int | None = None
@@ -64,6 +71,7 @@ class RunConfig:
             "chain_method",
             "target_accept",
             "max_tree_depth",
+            "metric",
             "adapt_group",
             "precision",
             "chunk_draws",
@@ -198,6 +206,13 @@ def validate(config: RunConfig, world_size: int, model_given: bool = False) -> R
     if not 0.0 < config.target_accept < 1.0:
         raise UserError(
             f"--target-accept must lie strictly between 0 and 1, got {config.target_accept}"
+        )
+    if config.metric not in METRICS:
+        raise UserError(f"unknown --metric '{config.metric}': choose one of {', '.join(METRICS)}")
+    if config.metric not in LIBRARY_METRICS and config.sampler not in ("nuts", "hmc"):
+        raise UserError(
+            f"--metric {config.metric} is the project's own samplers' (--sampler nuts or hmc); "
+            f"--sampler {config.sampler} adapts a diagonal: pass --metric diag or another sampler"
         )
     if config.max_tree_depth < 1:
         raise UserError(f"--max-tree-depth must be at least 1, got {config.max_tree_depth}")

@@ -24,6 +24,7 @@ from mpi_pymc.driver.progress import Progress
 from mpi_pymc.driver.resume import check_resume_matches, settle_seed
 from mpi_pymc.driver.settings import bind_devices, guard_launcher, settle_settings
 from mpi_pymc.driver.warmup import warm_up
+from mpi_pymc.output.packing import pack_on_rank0
 from mpi_pymc.sampling.stopping import Deadline
 
 
@@ -96,4 +97,6 @@ def _run_phases(job: Job, model) -> RunResult:
     if not result.resumable:
         saver.remove()
         add_groups(job, model)
+        if io == "shards" and job.config.pack:  # one file, unless too large (then it says so)
+            pack_on_rank0(job.comm, str(job.config.out), echo=job.echo)
     return result

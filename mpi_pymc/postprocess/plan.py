@@ -35,6 +35,7 @@ class RunFacts:
     precision: str
     fingerprint_parts: dict
     groups: dict[str, bool]  # groups added after sampling -> complete?
+    packed: bool = True  # one self-contained file (a shards output packed, or mpio)
 
 
 def read_run_facts(path: str) -> RunFacts:
@@ -42,6 +43,7 @@ def read_run_facts(path: str) -> RunFacts:
     import numpy as np
 
     from mpi_pymc.output import added_groups
+    from mpi_pymc.output.packing import check_shards, is_packed
 
     try:
         with h5py.File(path, "r") as f:
@@ -67,6 +69,8 @@ def read_run_facts(path: str) -> RunFacts:
             f"'{path}' is a partial run ({int(completed.min())} of {draws} draws in some "
             "chain): finish it with `run --resume` before post-processing"
         )
+    check_shards(path)  # never post-process draws that read as NaN
+    facts.packed = is_packed(path)
     facts.groups = added_groups.added_group_states(path)
     return facts
 

@@ -168,6 +168,10 @@ def postprocess(config: PostprocessConfig, comm=None, echo=print, model=None) ->
         f"wrote {' and '.join(config.groups)} for {facts.chains} chains x "
         f"{len(plan.kept_draws)} draws into {config.out} ({facts.io}) in {seconds:.1f}s"
     )
+    if facts.io == "shards" and facts.packed:  # the added groups' shards go in too
+        from mpi_pymc.output.packing import pack_on_rank0
+
+        pack_on_rank0(comm, config.out, echo=echo)
     return PostprocessResult(
         out=config.out,
         groups=config.groups,

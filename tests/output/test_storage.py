@@ -71,8 +71,9 @@ def test_writer_layout_and_identity_with_the_shards_writer(tmp_path, io, ranks):
         assert len(json.loads(f.attrs["peak_rss_mb"])) == ranks
         if io == "mpio":  # chunks one chain wide: no two ranks ever write the same chunk
             assert f["posterior"]["theta"].chunks[0] == 1
-        else:
-            assert f["posterior"]["theta"].is_virtual
+        else:  # a complete run is packed into one file (output/packing.py)
+            assert not f["posterior"]["theta"].is_virtual
+    assert not os.path.exists(str(out) + ".parts")
     if io == "mpio" or ranks > 1:
         baseline_dir = tmp_path / "baseline"
         baseline_dir.mkdir()

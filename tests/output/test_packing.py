@@ -19,9 +19,10 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
-from helpers import EIGHT_SCHOOLS, env, mpirun_or_skip, run_ranks
+from helpers import EIGHT_SCHOOLS, env, error_lines, mpirun_or_skip, run_ranks
 
-from mpi_pymc.packing import (
+from mpi_pymc.api import open_result
+from mpi_pymc.output.packing import (
     CHUNK_BYTES,
     MissingShards,
     _chunks,
@@ -46,7 +47,7 @@ def shards_run(tmp_path_factory) -> Path:
     proc = run_ranks(
         2,
         ["run", str(EIGHT_SCHOOLS), *SETTINGS, "--io", "shards", "--log-likelihood", "--out",
-         str(out)],
+         str(out), "--no-pack"],
         cwd=tmp,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -97,19 +98,38 @@ def _assert_same(found: dict[str, np.ndarray], expected: dict[str, np.ndarray]) 
 
 
 HOLD_LOCK = (
-    "import sys; from mpi_pymc import output_lock\n"
+    "import sys; from mpi_pymc.output import lock as output_lock\n"
     "lock = output_lock.acquire(sys.argv[1], 600); print('held', flush=True); sys.stdin.read()\n"
     "lock.release()\n"
 )
 
 
 def _pack_in_subprocess(out: Path, kill_at: str) -> subprocess.CompletedProcess:
-    code = "import sys; from mpi_pymc.packing import pack; pack(sys.argv[1])"
+    code = "import sys; from mpi_pymc.output.packing import pack; pack(sys.argv[1])"
     environment = {**env(), "MPI_PYMC_PACK_KILL_AT": kill_at}
     return subprocess.run(
         [sys.executable, "-c", code, str(out)], env=environment, capture_output=True,
         text=True, timeout=120,
     )  # fmt: skip
+
+
+def test_a_completed_shards_run_is_one_file_that_copies_alone(shards_run, tmp_path):
+    """The run packs by default: its last line says so, no OUT.parts/ is left, and OUT copied
+    alone into another folder reads the same draws as the unpacked run of the same seed."""
+    out = tmp_path / "fit.h5"
+    proc = run_ranks(2, ["run", str(EIGHT_SCHOOLS), *SETTINGS, "--io", "shards", "--out",
+                         str(out)], cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "can be copied alone" in proc.stdout.strip().splitlines()[-1]
+    assert is_packed(out) and not Path(str(out) + ".parts").exists()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    copied = Path(shutil.copy(out, elsewhere / "renamed.h5"))
+    idata, reference = az.from_netcdf(copied), az.from_netcdf(shards_run)
+    for group in ("posterior", "sample_stats"):
+        for name in reference[group].data_vars:
+            np.testing.assert_array_equal(idata[group][name].values,
+                                          reference[group][name].values, err_msg=name)  # fmt: skip
 
 
 def test_a_packed_output_copied_alone_opens_in_arviz_with_the_same_draws(shards_run, tmp_path):
@@ -248,7 +268,7 @@ def test_too_little_room_for_the_packed_copy_fails_cleanly_and_leaves_the_origin
         "import resource, signal, sys, argparse\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead\n"
         f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
-        "from mpi_pymc.packing import pack_main\n"
+        "from mpi_pymc.output.packing import pack_main\n"
         "sys.exit(pack_main(argparse.Namespace(path=sys.argv[1])))\n"
     )
     proc = subprocess.run(
@@ -327,8 +347,8 @@ def test_pack_main_packs_and_refuses_in_one_line(shards_run, tmp_path, capsys):
 PACK_ON_RANKS = """
 import sys
 from mpi4py import MPI
-from mpi_pymc.errors import AgreedError
-from mpi_pymc.packing import pack_on_rank0
+from mpi_pymc.core.errors import AgreedError
+from mpi_pymc.output.packing import pack_on_rank0
 comm = MPI.COMM_WORLD
 for path in sys.argv[1:]:
     try:
@@ -367,3 +387,15 @@ def test_pack_on_rank0_packs_once_and_every_rank_learns_the_outcome(shards_run, 
     again = _copy(shards_run, tmp_path / "self")
     assert pack_on_rank0(MPI.COMM_SELF, again, echo=lines_here.append).state == "packed"
     assert len(lines_here) == 1 and is_packed(again)
+
+
+def test_summary_and_the_api_loader_name_missing_shards(shards_run, tmp_path):
+    """An unpacked output copied without OUT.parts/: `summary` exits 2 with one line naming the
+    shards, and `open_result` (what sample() returns through) raises; neither reads NaN."""
+    alone = Path(shutil.copy(shards_run, tmp_path / shards_run.name))
+    proc = run_ranks(None, ["summary", str(alone)], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and "fit.h5.parts/" in lines[0] and "mpi_pymc pack" in lines[0]
+    with pytest.raises(MissingShards, match="missing or unreadable"):
+        open_result(str(alone))

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mpi_pymc.config import UserError
+from mpi_pymc.core.config import UserError
 
 if TYPE_CHECKING:
     import h5py
@@ -90,7 +90,7 @@ class PackResult:
 
     def line(self) -> str:
         """One line for the user."""
-        from mpi_pymc.disk_space import format_bytes
+        from mpi_pymc.output.disk_space import format_bytes
 
         name = self.path
         if self.state == "already":
@@ -111,7 +111,7 @@ class PackResult:
 
 
 def _shard_suffix() -> str:
-    from mpi_pymc.storage import SHARD_DIR_SUFFIX
+    from mpi_pymc.output.layout import SHARD_DIR_SUFFIX
 
     return SHARD_DIR_SUFFIX
 
@@ -331,7 +331,7 @@ def _make_real(source: h5py.Dataset, packed: h5py.File, name: str) -> None:
 def _packed_bytes(dset: h5py.Dataset) -> int:
     """Disk bytes a packed variable may take at most: its values uncompressed, its chunks'
     index entries and its header (bounds from ``storage``)."""
-    from mpi_pymc.storage import CHUNK_OVERHEAD, DATASET_OVERHEAD
+    from mpi_pymc.output.layout import CHUNK_OVERHEAD, DATASET_OVERHEAD
 
     chunks = _storage_options(dset.dtype, dset.shape).get("chunks")
     count = math.prod(-(-n // c) for n, c in zip(dset.shape, chunks, strict=True)) if chunks else 1
@@ -408,8 +408,9 @@ def pack(path: str | os.PathLike, max_bytes: int | None = PACK_LIMIT_BYTES) -> P
     """
     import h5py
 
-    from mpi_pymc.disk_space import format_bytes, free_bytes
-    from mpi_pymc.storage import SHARDS_ATTR, shard_dir
+    from mpi_pymc.output.added_groups import SHARDS_ATTR
+    from mpi_pymc.output.disk_space import format_bytes, free_bytes
+    from mpi_pymc.output.layout import shard_dir
 
     t_start = time.perf_counter()
     out = Path(path)
@@ -479,11 +480,11 @@ def pack_on_rank0(
     lock): rank 0 packs, every rank returns rank 0's result, and rank 0 prints its line.
 
     What the run and ``postprocess`` call at their end. Missing shards are a failure every rank
-    raises (:class:`~mpi_pymc.errors.AgreedError`); a failed write is not: the output is intact
+    raises (:class:`~mpi_pymc.core.errors.AgreedError`); a failed write is not: the output is intact
     and shard-backed, so the result says ``kept`` and why (the run's draws are not lost because
     a copy of them did not fit).
     """
-    from mpi_pymc.errors import on_every_rank, os_error_cause
+    from mpi_pymc.core.errors import on_every_rank, os_error_cause
 
     def work() -> PackResult | None:
         if comm.Get_rank() != 0:
@@ -519,8 +520,8 @@ def pack_main(args: argparse.Namespace, echo=print) -> int:
     """``python -m mpi_pymc pack OUT``: one process, no MPI; the exit code (0 packed or nothing
     to pack, 1 a write failed, 2 shards missing, a partial run, too little space, or OUT in
     use by a job)."""
-    from mpi_pymc import output_lock
-    from mpi_pymc.errors import EXIT_FAILURE, EXIT_OK, EXIT_USER, os_error_cause
+    from mpi_pymc.core.errors import EXIT_FAILURE, EXIT_OK, EXIT_USER, os_error_cause
+    from mpi_pymc.output import lock as output_lock
 
     def fail(message: str, code: int = EXIT_USER) -> int:
         print(f"mpi_pymc: error: {message}", file=sys.stderr, flush=True)
