@@ -43,6 +43,23 @@ def warmup_schedule(tune: int) -> Schedule:
     return Schedule(slow, window_end, end_slow)
 
 
+def buffer_pushes(schedule: Schedule, rows: int) -> np.ndarray:
+    """(tune,) bool: the slow-window iterations whose draw enters a ``rows``-row window buffer,
+    thinned so the buffer spans its whole window (every ``ceil(window / rows)``-th draw, the
+    window's last one included) instead of holding only its last ``rows`` draws."""
+    pushes = np.zeros_like(schedule.slow)
+    ends = np.flatnonzero(schedule.window_end)
+    if rows == 0 or not len(ends):
+        return pushes
+    starts = np.concatenate([[np.argmax(schedule.slow)], ends[:-1] + 1]).astype(int)
+    for start, end in zip(starts, ends, strict=True):
+        size = end - start + 1
+        stride = -(-size // rows)
+        offsets = np.arange(size)
+        pushes[start : end + 1] = (size - 1 - offsets) % stride == 0
+    return pushes
+
+
 class DualAveraging(NamedTuple):
     """Dual averaging of the log step size: ``mu`` the value it shrinks towards, ``hbar`` the
     averaged shortfall of acceptance from the target, ``log_avg`` the averaged iterate, ``n``

@@ -81,8 +81,8 @@ def vmap_chains(fn, in_axes, group_size: int = 1):
     inner = jax.vmap(fn, in_axes=in_axes, axis_name=GROUP_AXIS)
     outer = jax.vmap(inner, in_axes=in_axes)
 
-    def split(x):
-        return x.reshape(-1, group_size, *x.shape[1:])
+    def split(x):  # explicit sizes: a leaf may hold no values (the diagonal metric's buffer)
+        return x.reshape(x.shape[0] // group_size, group_size, *x.shape[1:])
 
     def mapped(*args):
         args = [
@@ -90,7 +90,9 @@ def vmap_chains(fn, in_axes, group_size: int = 1):
             for arg, axis in zip(args, in_axes, strict=True)
         ]
         out = outer(*args)
-        return jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), out)
+        return jax.tree_util.tree_map(
+            lambda x: x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]), out
+        )
 
     return mapped
 

@@ -41,8 +41,10 @@ import jax
 import jax.numpy as jnp
 
 from mpi_pymc.sampling import adaptation
+from mpi_pymc.sampling import metric as metrics
 from mpi_pymc.sampling.adaptation import warmup_schedule
 from mpi_pymc.sampling.base import DIVERGENCE_ENERGY, GROUP_AXIS, ChunkedWarmup, tree_depth
+from mpi_pymc.sampling.metric import Metric
 
 if TYPE_CHECKING:
     from mpi_pymc.core.config import RunConfig
@@ -75,13 +77,14 @@ class HmcState(NamedTuple):
     grad: jax.Array
     rng_key: jax.Array
     log_step_size: jax.Array
-    inverse_mass_matrix: jax.Array
+    metric: Metric  # the inverse mass matrix: diagonal, or low-rank-plus-diagonal, or dense
     trajectory: jax.Array  # T, integration time
     # Warmup's three adaptations: step size, mass matrix, trajectory length. (Nested in the
     # order the flat fields da_*, wf_* and uturn_* had: a checkpoint is the state's leaves.)
     da: adaptation.DualAveraging
-    wf: adaptation.Welford
+    wf: adaptation.Welford  # the window's variance (--metric diag)
     uturn: UturnTimes
+    buffer: metrics.Buffer  # the window's draws and gradients (the other metrics; 0 rows for diag)
 
 
 def van_der_corput(k):
@@ -97,7 +100,7 @@ def _turned(position, momentum, x, p):
 
 
 def _integrate(
-    value_and_grad, grad_fn, position, momentum, grad, step_size, inv_mass, n, max_steps, measure
+    value_and_grad, grad_fn, position, momentum, grad, step_size, metric, n, max_steps, measure
 ):
     """Leapfrog ``n`` steps from ``(position, momentum)``; stop early at a non-finite gradient.
 
@@ -109,7 +112,7 @@ def _integrate(
 
     def leapfrog(x, p, g, fn):
         p = p + 0.5 * step_size * g
-        x = x + step_size * inv_mass * p
+        x = x + step_size * metrics.velocity(metric, p)
         out = fn(x)
         g = out[1] if isinstance(out, tuple) else out
         p = p + 0.5 * step_size * g
@@ -147,26 +150,22 @@ def _integrate(
     return proposal, j, uturn
 
 
-def _kinetic(momentum, inv_mass):
-    return 0.5 * jnp.sum(inv_mass * momentum * momentum)
-
-
 def _energy_error(logdensity_old, kinetic_old, logdensity_new, kinetic_new):
     delta = (-logdensity_new + kinetic_new) - (-logdensity_old + kinetic_old)
     return jnp.where(jnp.isnan(delta), jnp.inf, delta)
 
 
-def find_step_size(value_and_grad, position, logdensity, grad, inv_mass, key, max_tries=100):
+def find_step_size(value_and_grad, position, logdensity, grad, metric, key, max_tries=100):
     """Stan's heuristic: double or halve from 1 until one leapfrog's acceptance crosses 0.5."""
-    momentum = jax.random.normal(key, position.shape, position.dtype) / jnp.sqrt(inv_mass)
-    kinetic = _kinetic(momentum, inv_mass)
+    momentum = metrics.momentum(metric, jax.random.normal(key, position.shape, position.dtype))
+    kinetic = metrics.kinetic(metric, momentum)
 
     def log_accept(step_size):
         p = momentum + 0.5 * step_size * grad
-        x = position + step_size * inv_mass * p
+        x = position + step_size * metrics.velocity(metric, p)
         lp, g = value_and_grad(x)
         p = p + 0.5 * step_size * g
-        delta = _energy_error(logdensity, kinetic, lp, _kinetic(p, inv_mass))
+        delta = _energy_error(logdensity, kinetic, lp, metrics.kinetic(metric, p))
         return -delta
 
     one = jnp.ones((), position.dtype)
@@ -197,14 +196,23 @@ class AdaptiveHmc(ChunkedWarmup):
     """
 
     def __init__(
-        self, logdensity, tune: int, target_accept: float, max_steps: int, group_size: int = 1
+        self,
+        logdensity,
+        tune: int,
+        target_accept: float,
+        max_steps: int,
+        group_size: int = 1,
+        metric: str = "diag",
     ):
         self.logdensity = logdensity
+        self.metric_kind = metric
         self.tune = tune
         self.target_accept = target_accept
         self.max_steps = max_steps
         self.group_size = group_size
         self.schedule = warmup_schedule(tune)
+        rows = metrics.layout(metric, 1, group_size)[1]
+        self.pushes = adaptation.buffer_pushes(self.schedule, rows)
 
     @classmethod
     def from_config(cls, compiled: CompiledModel, config: RunConfig) -> AdaptiveHmc:
@@ -214,6 +222,7 @@ class AdaptiveHmc(ChunkedWarmup):
             target_accept=config.target_accept,
             max_steps=2**config.max_tree_depth,
             group_size=config.adapt_group,
+            metric=config.metric,
         )
 
     def iteration(self, state: HmcState):
@@ -227,8 +236,9 @@ class AdaptiveHmc(ChunkedWarmup):
         value_and_grad = jax.value_and_grad(lambda x: self.logdensity(x, data))
         logdensity, grad = value_and_grad(position)
         key, search_key = jax.random.split(key)
-        inv_mass = jnp.ones_like(position)
-        step_size = find_step_size(value_and_grad, position, logdensity, grad, inv_mass, search_key)
+        k, rows = metrics.layout(self.metric_kind, position.size, self.group_size)
+        metric = metrics.identity(position.size, k, position.dtype)
+        step_size = find_step_size(value_and_grad, position, logdensity, grad, metric, search_key)
         if self.group_size > 1:  # the group starts from its chains' geometric mean
             step_size = jnp.exp(self._group_mean(jnp.log(step_size)))
         zero = jnp.zeros((), position.dtype)
@@ -240,11 +250,12 @@ class AdaptiveHmc(ChunkedWarmup):
             grad=grad,
             rng_key=key,
             log_step_size=jnp.log(step_size),
-            inverse_mass_matrix=inv_mass,
+            metric=metric,
             trajectory=INITIAL_STEPS * step_size,
             da=da,
             wf=wf,
             uturn=UturnTimes(mean=zero, n=zero, final_sum=zero, final_n=zero),
+            buffer=metrics.empty_buffer(position.size, rows, position.dtype),
         )
 
     def pooled_variance(self, count, mean, m2):
@@ -271,10 +282,10 @@ class AdaptiveHmc(ChunkedWarmup):
         """Move once: ``(state, stats, uturn_time)``, ``uturn_time`` the integration time to the
         trajectory's first U-turn when ``measure`` (warmup), else its end."""
         key, momentum_key, accept_key = jax.random.split(state.rng_key, 3)
-        x, inv_mass = state.position, state.inverse_mass_matrix
+        x, metric = state.position, state.metric
         step_size = jnp.exp(state.log_step_size)
-        momentum = jax.random.normal(momentum_key, x.shape, x.dtype) / jnp.sqrt(inv_mass)
-        kinetic = _kinetic(momentum, inv_mass)
+        momentum = metrics.momentum(metric, jax.random.normal(momentum_key, x.shape, x.dtype))
+        kinetic = metrics.kinetic(metric, momentum)
         (x_new, p_new, lp_new, g_new), steps, uturn = _integrate(
             jax.value_and_grad(lambda y: self.logdensity(y, data)),
             jax.grad(lambda y: self.logdensity(y, data)),
@@ -282,12 +293,12 @@ class AdaptiveHmc(ChunkedWarmup):
             momentum,
             state.grad,
             step_size,
-            inv_mass,
+            metric,
             self.steps_for(state),
             self.max_steps,
             measure,
         )
-        kinetic_new = _kinetic(p_new, inv_mass)
+        kinetic_new = metrics.kinetic(metric, p_new)
         delta = _energy_error(state.logdensity, kinetic, lp_new, kinetic_new)
         accept_prob = jnp.minimum(1.0, jnp.exp(-delta))
         accepted = jnp.log(jax.random.uniform(accept_key, (), x.dtype)) < -delta
@@ -352,15 +363,16 @@ class AdaptiveHmc(ChunkedWarmup):
         # Welford over the slow window; at its end the mass matrix updates and the running mean
         # of U-turn times starts again (the metric changed).
         wf = adaptation.welford(old.wf, new.position, slow)
-        variance, n = self.pooled_variance(wf.n, wf.mean, wf.m2)
-        regularised = adaptation.regularised(variance, n)
+        push = jnp.asarray(self.pushes)[index] & (i < self.tune)
+        buffer = metrics.push(old.buffer, new.position, new.grad, push)
+        metric = self._estimate(wf, buffer, old.metric, window_end)
         restart = window_end
 
         trajectory = TRAJECTORY_SCALE * uturn_mean
         final_trajectory = TRAJECTORY_SCALE * final_sum / jnp.maximum(final_count, 1.0)
         return new._replace(
             log_step_size=jnp.where(last, log_avg, log_step).astype(dtype),
-            inverse_mass_matrix=jnp.where(window_end, regularised, old.inverse_mass_matrix),
+            metric=metric,
             trajectory=jnp.where(last & (final_count > 0), final_trajectory, trajectory).astype(
                 dtype
             ),
@@ -374,4 +386,26 @@ class AdaptiveHmc(ChunkedWarmup):
                 final_sum=final_sum.astype(dtype),
                 final_n=final_count.astype(dtype),
             ),
+            buffer=metrics.restarted(buffer, restart),
+        )
+
+    def _estimate(self, wf, buffer, old: Metric, window_end) -> Metric:
+        """At a window's end, the group's metric: the pooled window variance regularised as
+        Stan does (``diag``), or the Fisher estimate from every buffered draw of the group (the
+        other metrics); ``old`` elsewhere."""
+        if self.metric_kind == "diag":
+            variance, n = self.pooled_variance(wf.n, wf.mean, wf.m2)
+            regularised = adaptation.regularised(variance, n)
+            return old._replace(inv_diag=jnp.where(window_end, regularised, old.inv_diag))
+
+        def gather(value):
+            return jax.lax.all_gather(value, GROUP_AXIS).reshape(-1, *value.shape[1:])
+
+        pooled = gather if self.group_size > 1 else None
+        return jax.lax.cond(
+            window_end,
+            lambda b, m: metrics.window_estimate(self.metric_kind, b, m, pooled),
+            lambda b, m: m,
+            buffer,
+            old,
         )

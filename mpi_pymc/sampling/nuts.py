@@ -56,8 +56,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from mpi_pymc.sampling import adaptation
+from mpi_pymc.sampling import metric as metrics
 from mpi_pymc.sampling.adaptation import warmup_schedule
 from mpi_pymc.sampling.base import DIVERGENCE_ENERGY, ChunkedWarmup, tree_depth
+from mpi_pymc.sampling.metric import Metric
 
 if TYPE_CHECKING:
     from mpi_pymc.core.config import RunConfig
@@ -91,11 +93,12 @@ class NutsState(NamedTuple):
     grad: jax.Array
     rng_key: jax.Array
     log_step_size: jax.Array
-    inverse_mass_matrix: jax.Array
+    metric: Metric  # the inverse mass matrix: diagonal, or low-rank-plus-diagonal, or dense
     # Warmup's adaptation of the step size and of the mass matrix. (Nested in the order the
     # flat fields da_* and wf_* had: a checkpoint is the state's leaves, in order.)
     da: adaptation.DualAveraging
-    wf: adaptation.Welford
+    wf: adaptation.Welford  # the window's variance (--metric diag)
+    buffer: metrics.Buffer  # the window's draws and gradients (the other metrics; 0 rows for diag)
 
 
 class _Point(NamedTuple):
@@ -125,6 +128,7 @@ class _Tree(NamedTuple):
     sub_log_weight: jax.Array
     sub_rho: jax.Array
     ckpt_p: jax.Array  # (max_depth, D) momentum at the checkpointed even leaves
+    ckpt_sharp: jax.Array  # (max_depth, D) their velocities, M^-1 p
     ckpt_rho: jax.Array  # (max_depth, D) subtree momentum sum before those leaves
     accept_sum: jax.Array
     diverging: jax.Array
@@ -139,10 +143,6 @@ def _centred(rho, p_one_end, p_other_end):
     """The momentum sum of a span with its two end points counted half (the trapezoidal sum
     numpyro's and blackjax's criterion use, after Stan's)."""
     return rho - 0.5 * (p_one_end + p_other_end)
-
-
-def _kinetic(p, inv_mass):
-    return 0.5 * jnp.sum(inv_mass * p * p)
 
 
 class Randoms(NamedTuple):
@@ -197,7 +197,7 @@ def transition(
     logdensity,
     grad,
     step_size,
-    inv_mass,
+    metric: Metric,
     max_depth,
     depth_limit=None,
 ):
@@ -205,7 +205,8 @@ def transition(
 
     ``value_and_grad(x) -> (logdensity, grad)``. ``key`` is a raw PRNG key or the transition's
     :class:`Randoms`. ``max_depth`` bounds the tree at ``2**max_depth - 1`` leapfrogs;
-    ``depth_limit`` (a traced value up to ``max_depth``) may stop it earlier.
+    ``depth_limit`` (a traced value up to ``max_depth``) may stop it earlier. ``metric`` is the
+    inverse mass matrix (:class:`~mpi_pymc.sampling.metric.Metric`).
     """
     depth_limit = max_depth if depth_limit is None else depth_limit
     dtype = position.dtype
@@ -213,8 +214,8 @@ def transition(
         randoms = key
     else:
         randoms = draw_randoms(key, position.size, max_depth, dtype)
-    p0 = randoms.momentum.astype(dtype) / jnp.sqrt(inv_mass)
-    w0 = logdensity - _kinetic(p0, inv_mass)
+    p0 = metrics.momentum(metric, randoms.momentum.astype(dtype))
+    w0 = logdensity - metrics.kinetic(metric, p0)
     forward = randoms.forward
     log_u_leaf = randoms.log_u_leaf
     log_u_subtree = randoms.log_u_subtree
@@ -228,10 +229,10 @@ def transition(
     def body(t: _Tree) -> _Tree:
         eps = jnp.where(t.forward, step_size, -step_size)
         p = t.edge.p + 0.5 * eps * t.edge.grad
-        x = t.edge.x + eps * inv_mass * p
+        x = t.edge.x + eps * metrics.velocity(metric, p)
         lp, g = value_and_grad(x)
         p = p + 0.5 * eps * g
-        p_sharp = inv_mass * p
+        p_sharp = metrics.velocity(metric, p)
         w = lp - 0.5 * jnp.vdot(p_sharp, p)
         w = jnp.where(jnp.isnan(w), -jnp.inf, w)
         diverging = w0 - w > DIVERGENCE_ENERGY
@@ -252,9 +253,10 @@ def transition(
         ends = _popcount(t.leaf ^ (t.leaf + 1)) - 1  # trailing ones: sub-subtrees ending here
         idx_min = idx_max - ends + 1
         ckpt_p = jnp.where(odd, t.ckpt_p, t.ckpt_p.at[idx_max].set(p))
+        ckpt_sharp = jnp.where(odd, t.ckpt_sharp, t.ckpt_sharp.at[idx_max].set(p_sharp))
         ckpt_rho = jnp.where(odd, t.ckpt_rho, t.ckpt_rho.at[idx_max].set(sub_rho - p))
         spans = _centred(sub_rho - ckpt_rho, ckpt_p, p)
-        span_turned = (spans @ p_sharp <= 0) | (jnp.sum(spans * inv_mass * ckpt_p, axis=-1) <= 0)
+        span_turned = (spans @ p_sharp <= 0) | (jnp.sum(spans * ckpt_sharp, axis=-1) <= 0)
         checked = odd & (rows >= idx_min) & (rows <= idx_max)
         invalid = diverging | jnp.any(checked & span_turned)
 
@@ -267,7 +269,7 @@ def transition(
         )
         log_weight = jnp.where(merge, jnp.logaddexp(t.log_weight, sub_log_weight), t.log_weight)
         rho = jnp.where(merge, t.rho + sub_rho, t.rho)
-        other_sharp = inv_mass * t.other.p
+        other_sharp = metrics.velocity(metric, t.other.p)
         centred = _centred(rho, t.other.p, p)
         turned = (jnp.vdot(centred, p_sharp) <= 0) | (jnp.vdot(centred, other_sharp) <= 0)
         depth = t.depth + complete
@@ -293,6 +295,7 @@ def transition(
             sub_log_weight=sub_log_weight,
             sub_rho=sub_rho,
             ckpt_p=ckpt_p,
+            ckpt_sharp=ckpt_sharp,
             ckpt_rho=ckpt_rho,
             accept_sum=accept_sum,
             diverging=diverging,
@@ -313,6 +316,7 @@ def transition(
         sub_log_weight=minus_inf,
         sub_rho=jnp.zeros_like(position),
         ckpt_p=checkpoints,
+        ckpt_sharp=checkpoints,
         ckpt_rho=checkpoints,
         accept_sum=jnp.zeros((), dtype),
         diverging=jnp.zeros((), bool),
@@ -329,22 +333,22 @@ def transition(
 
 
 def search_step_size(
-    value_and_grad, normals, position, logdensity, grad, inv_mass, step_size, active
+    value_and_grad, normals, position, logdensity, grad, metric: Metric, step_size, active
 ):
     """Stan's step-size heuristic from ``step_size``: double (or halve) until one leapfrog's
     acceptance falls below (or rises above) ``SEARCH_ACCEPT``. Runs no leapfrog at all when
     ``active`` is false, so warmup can call it at every iteration (vmapped chains share the
     schedule, so they search at the same iterations). ``normals``: (D,) standard normal draws
     for the momentum."""
-    p0 = normals.astype(position.dtype) / jnp.sqrt(inv_mass)
-    h0 = -logdensity + _kinetic(p0, inv_mass)
+    p0 = metrics.momentum(metric, normals.astype(position.dtype))
+    h0 = -logdensity + metrics.kinetic(metric, p0)
     threshold = jnp.log(SEARCH_ACCEPT)
 
     def log_accept(eps):
         p = p0 + 0.5 * eps * grad
-        lp, g = value_and_grad(position + eps * inv_mass * p)
+        lp, g = value_and_grad(position + eps * metrics.velocity(metric, p))
         p = p + 0.5 * eps * g
-        delta = h0 - (-lp + _kinetic(p, inv_mass))
+        delta = h0 - (-lp + metrics.kinetic(metric, p))
         return jnp.where(jnp.isnan(delta), -jnp.inf, delta)
 
     def body(carry):
@@ -365,8 +369,11 @@ class Nuts(ChunkedWarmup):
     """The per-chain kernel: ``init``, ``step`` (sampling) and ``warmup_step`` over
     :class:`NutsState`; a :class:`~mpi_pymc.sampling.base.SamplerBackend` (``--sampler nuts``)."""
 
-    def __init__(self, logdensity, tune: int, target_accept: float, max_depth: int):
+    def __init__(
+        self, logdensity, tune: int, target_accept: float, max_depth: int, metric: str = "diag"
+    ):
         self.logdensity = logdensity
+        self.metric_kind = metric
         self.tune = tune
         self.target_accept = target_accept
         self.max_depth = max_depth
@@ -379,6 +386,7 @@ class Nuts(ChunkedWarmup):
             self.previous_window[ends[1:]] = sizes[:-1]
         # Iterations before the first metric update (none when there is no slow window).
         self.early_until = int(ends[0]) + 1 if len(ends) and EARLY_DEPTH else 0
+        self.pushes = adaptation.buffer_pushes(self.schedule, metrics.layout(metric, 1)[1])
 
     @classmethod
     def from_config(cls, compiled: CompiledModel, config: RunConfig) -> Nuts:
@@ -387,6 +395,7 @@ class Nuts(ChunkedWarmup):
             tune=config.tune,
             target_accept=config.target_accept,
             max_depth=config.max_tree_depth,
+            metric=config.metric,
         )
 
     def iteration(self, state: NutsState):
@@ -403,14 +412,15 @@ class Nuts(ChunkedWarmup):
         side by side; ``benchmarks/README.md``). Without warmup it searches here, as Stan does."""
         value_and_grad = self._value_and_grad(data)
         logdensity, grad = value_and_grad(position)
-        inv_mass = jnp.ones_like(position)
+        k, rows = metrics.layout(self.metric_kind, position.size)
+        metric = metrics.identity(position.size, k, position.dtype)
         step_size = jnp.ones((), position.dtype)
         if not self.tune:
             randoms = draw_randoms(key, position.size, 0, position.dtype, search=True)
             key = randoms.next_key.reshape(key.shape).astype(key.dtype)
             normals = randoms.search
             step_size = search_step_size(
-                value_and_grad, normals, position, logdensity, grad, inv_mass, step_size, True
+                value_and_grad, normals, position, logdensity, grad, metric, step_size, True
             )
         da, wf = adaptation.start(position, step_size)
         return NutsState(
@@ -420,9 +430,10 @@ class Nuts(ChunkedWarmup):
             grad=grad,
             rng_key=key,
             log_step_size=jnp.log(step_size),
-            inverse_mass_matrix=inv_mass,
+            metric=metric,
             da=da,
             wf=wf,
+            buffer=metrics.empty_buffer(position.size, rows, position.dtype),
         )
 
     def _transition(self, state: NutsState, data, randoms=None, depth_limit=None):
@@ -437,7 +448,7 @@ class Nuts(ChunkedWarmup):
             state.logdensity,
             state.grad,
             step_size,
-            state.inverse_mass_matrix,
+            state.metric,
             self.max_depth,
             depth_limit,
         )
@@ -472,7 +483,7 @@ class Nuts(ChunkedWarmup):
             state.position,
             state.logdensity,
             state.grad,
-            state.inverse_mass_matrix,
+            state.metric,
             jnp.exp(state.log_step_size).astype(dtype),
             due,
         )
@@ -503,12 +514,17 @@ class Nuts(ChunkedWarmup):
             old.da, accept_prob, self.target_accept
         )
 
-        # Welford over the slow window; at its end the mass matrix updates.
+        # The window's estimate; at its end the mass matrix updates.
         wf = adaptation.welford(old.wf, new.position, slow)
-        variance = wf.m2 / jnp.maximum(wf.n - 1.0, 1.0)
-        regularised = adaptation.regularised(variance, wf.n)
-        inv_mass = jnp.where(window_end, regularised, old.inverse_mass_matrix).astype(dtype)
-        change = jnp.sqrt(jnp.mean(jnp.log(regularised / old.inverse_mass_matrix) ** 2))
+        push = jnp.asarray(self.pushes)[index] & (old.i < self.tune)
+        buffer = metrics.push(old.buffer, new.position, new.grad, push)
+        estimated = jax.lax.cond(
+            window_end, self._estimate, lambda wf, buffer, old: old, wf, buffer, old.metric
+        )
+        metric = jax.tree_util.tree_map(
+            lambda a, b: jnp.where(window_end, a, b).astype(dtype), estimated, old.metric
+        )
+        change = metrics.change(old.metric, estimated)
         previous = jnp.asarray(self.previous_window, dtype)[index]
         noise = jnp.sqrt(2.0 / jnp.maximum(previous, 1.0) + 2.0 / jnp.maximum(wf.n, 1.0))
         bound = jnp.maximum(CONVERGED_RMS, CONVERGED_NOISE * noise)
@@ -521,7 +537,7 @@ class Nuts(ChunkedWarmup):
         return new._replace(
             i=jnp.where(converged, max(self.schedule.final_start, 0), new.i),
             log_step_size=log_step.astype(dtype),
-            inverse_mass_matrix=inv_mass,
+            metric=metric,
             da=adaptation.DualAveraging(
                 mu=old.da.mu,
                 hbar=jnp.where(window_end, zero, hbar).astype(dtype),
@@ -529,4 +545,14 @@ class Nuts(ChunkedWarmup):
                 n=jnp.where(window_end, zero, count).astype(dtype),
             ),
             wf=adaptation.restarted(wf, window_end, dtype),
+            buffer=metrics.restarted(buffer, window_end),
         )
+
+    def _estimate(self, wf: adaptation.Welford, buffer: metrics.Buffer, old: Metric) -> Metric:
+        """The metric the window so far gives: Stan's regularised variance (``diag``), or the
+        Fisher estimate from the window's buffered draws and gradients (the others; the old
+        metric while the buffer holds fewer than 3 draws)."""
+        if self.metric_kind == "diag":
+            variance = wf.m2 / jnp.maximum(wf.n - 1.0, 1.0)
+            return old._replace(inv_diag=adaptation.regularised(variance, wf.n))
+        return metrics.window_estimate(self.metric_kind, buffer, old)

@@ -115,7 +115,7 @@ def test_adaptation_learns_scales_step_and_length(gaussian_run):
     # ratio was -0.091 +- 0.012 (NUTS, same target and schedule: -0.036 +- 0.013, what its
     # shorter window and Stan's shrinkage explain). Sampling itself is exact (moments above).
     assert_window_variances(
-        adapted.inverse_mass_matrix, positions, MEANS, SDS, 500, low_bias=HMC_WINDOW_BIAS
+        adapted.metric.inv_diag, positions, MEANS, SDS, 500, low_bias=HMC_WINDOW_BIAS
     )
     # In the adapted metric the target is a unit Gaussian: U-turn time near pi.
     trajectory = np.asarray(adapted.trajectory)
@@ -157,8 +157,13 @@ def test_warmup_steps_capped_by_the_averaged_step_size():
 
 def test_a_group_shares_its_adapted_settings_and_steps_in_lockstep(grouped_run):
     adapted, positions, stats = grouped_run
-    for name in ("log_step_size", "inverse_mass_matrix", "trajectory"):
-        value = np.asarray(getattr(adapted, name))
+    settings = {
+        "log_step_size": adapted.log_step_size,
+        "metric": adapted.metric.inv_diag,
+        "trajectory": adapted.trajectory,
+    }
+    for name, value in settings.items():
+        value = np.asarray(value)
         for group in (value[:4], value[4:]):
             np.testing.assert_array_equal(group, np.broadcast_to(group[0], group.shape), name)
         assert not np.array_equal(value[0], value[4]), name  # groups adapt apart
@@ -167,7 +172,7 @@ def test_a_group_shares_its_adapted_settings_and_steps_in_lockstep(grouped_run):
     np.testing.assert_array_equal(steps[4:], np.broadcast_to(steps[4], steps[4:].shape))
     # The pooled variance over 4 chains x 200 window draws: within its noise of the truth.
     assert_window_variances(
-        adapted.inverse_mass_matrix, positions, MEANS, SDS, 200, group=4, low_bias=HMC_WINDOW_BIAS
+        adapted.metric.inv_diag, positions, MEANS, SDS, 200, group=4, low_bias=HMC_WINDOW_BIAS
     )
     trajectory = float(adapted.trajectory[0])
     assert abs(trajectory / (TRAJECTORY_SCALE * np.pi) - 1) < 0.35, trajectory

@@ -15,7 +15,7 @@ import pytest
 from tolerances import assert_moments, assert_window_variances
 
 from mpi_pymc.diagnostics import maths as diagnostics
-from mpi_pymc.sampling import nuts
+from mpi_pymc.sampling import metric, nuts
 from mpi_pymc.sampling.nuts import CONVERGED_WINDOW, EARLY_DEPTH, Nuts, transition
 
 jax.config.update("jax_enable_x64", True)
@@ -76,7 +76,7 @@ def test_gaussian_means_and_sds_within_mcse(gaussian_run):
 def test_warmup_learns_the_scales_and_the_step_size(gaussian_run):
     adapted, positions, stats = gaussian_run
     # The last window may be the 200-draw one that ended warmup early (CONVERGED_WINDOW).
-    assert_window_variances(adapted.inverse_mass_matrix, positions, MEANS, SDS, CONVERGED_WINDOW)
+    assert_window_variances(adapted.metric.inv_diag, positions, MEANS, SDS, CONVERGED_WINDOW)
     # Dual averaging towards 0.8: Stan's realised acceptance lands at or somewhat above it.
     acceptance = stats["acceptance_rate"].mean(axis=1)
     assert np.all((acceptance > 0.7) & (acceptance < 0.97)), acceptance
@@ -97,7 +97,9 @@ def test_trees_stop_at_the_u_turn_and_respect_the_depth_cap():
     lp, g = vg(x0)
 
     def steps(key, max_depth):
-        return transition(vg, key, x0, lp, g, 0.01, jnp.ones(dim), max_depth)[1]["n_steps"]
+        return transition(vg, key, x0, lp, g, 0.01, metric.identity(dim, 0, x0.dtype), max_depth)[
+            1
+        ]["n_steps"]
 
     keys = jax.random.split(jax.random.PRNGKey(0), 64)
     deep = np.asarray(jax.jit(jax.vmap(lambda k: steps(k, 12)))(keys))
@@ -169,7 +171,11 @@ def test_a_transition_is_deterministic_in_its_key():
     vg = jax.value_and_grad(lambda x: _gaussian(x, (jnp.asarray(MEANS),)))
     x0 = jnp.asarray(MEANS + 0.1)
     lp, g = vg(x0)
-    run = jax.jit(lambda k: transition(vg, k, x0, lp, g, 0.05, jnp.asarray(SDS**2), 8)[0].x)
+    run = jax.jit(
+        lambda k: (
+            transition(vg, k, x0, lp, g, 0.05, metric.diagonal(jnp.asarray(SDS**2), 0), 8)[0].x
+        )
+    )
     a, b = run(jax.random.PRNGKey(7)), run(jax.random.PRNGKey(7))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.array_equal(np.asarray(a), np.asarray(run(jax.random.PRNGKey(8))))
