@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mpi_pymc.graph_rewrites import fold_data_conditions, optimize_for_jax
+from mpi_pymc.graph_rewrites import fold_data_conditions, fold_data_indices, optimize_for_jax
 
 # Smaller constants stay in the graph: they are parameters of the model, not data.
 DATA_MIN_ELEMENTS = 256
@@ -130,19 +130,16 @@ def jax_graph(value_vars, outputs, data_vars, rewrites: bool = True):
     return fgraph
 
 
-def jaxify(value_vars, outputs, data_vars, rewrites: bool = True, float_dtype=None):
-    """JAX function ``f(*values, *data) -> list`` of ``outputs``, data as arguments.
-
-    With our rewrites, conditions on the data alone are evaluated here, once
-    (``graph_rewrites.fold_data_conditions``): call the function with
-    ``data_values(data_vars, float_dtype)``, as every caller does. ``rewrites=False`` leaves
-    ours out: PyTensor's JAX program as the numpyro path compiles it, for benchmarks that
-    measure what the rewrites gain."""
+def program_graph(value_vars, outputs, data_vars, rewrites: bool = True, float_dtype=None):
+    """The FunctionGraph :func:`jaxify` translates: :func:`jax_graph`, then (with our rewrites)
+    what depends on the data alone evaluated on it, once: ``nonzero`` of the data
+    (``graph_rewrites.fold_data_indices``) and conditions on it (``fold_data_conditions``).
+    The program must then be called with ``data_values(data_vars, float_dtype)``, as every
+    caller does."""
     from mpi_pymc import jax_ops
 
     jax_ops.register()  # the ops this PyTensor cannot translate (erfcx on pytensor 2.x)
     import pymc.sampling.jax  # noqa: F401  (registers JAX translations PyMC adds)
-    from pytensor.link.jax.dispatch import jax_funcify
 
     fgraph = jax_graph(value_vars, outputs, data_vars, rewrites)
     if rewrites:
@@ -150,14 +147,23 @@ def jaxify(value_vars, outputs, data_vars, rewrites: bool = True, float_dtype=No
         # will be called with, in the placeholders' dtypes.
         values = data_values(data_vars, float_dtype) if float_dtype else map(_value_of, data_vars)
         placeholders = fgraph.inputs[len(value_vars) :]
-        fold_data_conditions(
-            fgraph,
-            {
-                ph: np.asarray(value).astype(ph.type.dtype, copy=False)
-                for ph, value in zip(placeholders, values, strict=True)
-            },
-        )
-    return jax_funcify(fgraph)
+        by_placeholder = {
+            ph: np.asarray(value).astype(ph.type.dtype, copy=False)
+            for ph, value in zip(placeholders, values, strict=True)
+        }
+        fold_data_indices(fgraph, by_placeholder)
+        fold_data_conditions(fgraph, by_placeholder)
+    return fgraph
+
+
+def jaxify(value_vars, outputs, data_vars, rewrites: bool = True, float_dtype=None):
+    """JAX function ``f(*values, *data) -> list`` of ``outputs``, data as arguments: the
+    translation of :func:`program_graph` (see there for the data it must be called with).
+    ``rewrites=False`` leaves ours out: PyTensor's JAX program as the numpyro path compiles
+    it, for benchmarks that measure what the rewrites gain."""
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    return jax_funcify(program_graph(value_vars, outputs, data_vars, rewrites, float_dtype))
 
 
 def _dims_for(model, name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
@@ -178,7 +184,18 @@ def _group_data(model, variables, dims_names) -> dict:
 
 def compile_model(model, precision: str = "float64", rewrites: bool = True) -> CompiledModel:
     """Translate ``model`` to JAX. JAX must already be configured for ``precision``.
-    ``rewrites``: see :func:`jaxify`."""
+    ``rewrites``: see :func:`jaxify`. An op without a JAX implementation, found when
+    translating or when tracing (a translation that refuses some inputs), raises
+    ``translation.TranslationError`` naming the op and the model variable."""
+    try:
+        return _compile_model(model, precision, rewrites)
+    except NotImplementedError as exc:
+        from mpi_pymc.translation import unsupported_op
+
+        raise unsupported_op(model, exc) from exc
+
+
+def _compile_model(model, precision: str, rewrites: bool) -> CompiledModel:
     import jax
     import jax.numpy as jnp
     import pymc.sampling.jax  # noqa: F401  (its import switches x64 on: set precision after)
@@ -203,13 +220,8 @@ def compile_model(model, precision: str = "float64", rewrites: bool = True) -> C
         get_default_varnames(model.unobserved_value_vars, include_transformed=False)
     )
     data_vars = data_inputs([logp, *posterior_outputs])
-    try:
-        logp_fn = jaxify(value_vars, [logp], data_vars, rewrites, float_dtype)
-        constrain_fn = jaxify(value_vars, posterior_outputs, data_vars, rewrites, float_dtype)
-    except NotImplementedError as exc:
-        from mpi_pymc.translation import unsupported_op
-
-        raise unsupported_op(model, exc) from exc
+    logp_fn = jaxify(value_vars, [logp], data_vars, rewrites, float_dtype)
+    constrain_fn = jaxify(value_vars, posterior_outputs, data_vars, rewrites, float_dtype)
 
     initial_point = model.initial_point()
     value_names = [v.name for v in value_vars]

@@ -9,6 +9,9 @@ points; a disagreement names the variable whose term differs).
 
 from __future__ import annotations
 
+import inspect
+import traceback
+
 import numpy as np
 
 from mpi_pymc.config import UserError
@@ -33,15 +36,30 @@ def model_terms(model) -> tuple[list[str], list]:
     return names, model.logp(sum=False)
 
 
-def _untranslatable_node(fgraph):
-    """The first node of ``fgraph`` PyTensor's JAX backend has no implementation for."""
+def _untranslatable_op(fgraph, inputs) -> str | None:
+    """The name of the first op of ``fgraph`` PyTensor's JAX backend has no implementation for: its
+    translation raises NotImplementedError, or running it on ``inputs`` (traced, not
+    computed) does, as PyTensor's eigvalsh does for a generalized problem."""
+    import jax
     from pytensor.link.jax.dispatch import jax_funcify
 
+    functions = {}
     for node in fgraph.toposort():
         try:
-            jax_funcify(node.op, node=node)
+            fn = jax_funcify(node.op, node=node)
         except NotImplementedError:
-            return node
+            return _op_name(node.op)
+        code = getattr(inspect.unwrap(fn), "__code__", None)
+        if code is not None:
+            functions.setdefault(code, node)
+    try:
+        jax.eval_shape(jax_funcify(fgraph), *inputs)
+    except NotImplementedError as exc:
+        # The innermost frame that runs one node's translated function is the node's.
+        found = None
+        for frame, _ in traceback.walk_tb(exc.__traceback__):
+            found = functions.get(frame.f_code, found)
+        return _op_name(found.op) if found is not None else f"? ({exc})"
     return None
 
 
@@ -57,18 +75,21 @@ def unsupported_op(model, exc: NotImplementedError) -> TranslationError:
     import pytensor
     from pymc.util import get_default_varnames
 
-    from mpi_pymc.compile import data_inputs, jax_graph
+    from mpi_pymc.compile import data_inputs, data_values, program_graph
 
     value_vars = list(model.value_vars)
+    point = model.initial_point()
+    values = [np.asarray(point[v.name], dtype=v.dtype) for v in value_vars]
     names, terms = model_terms(model)
     deterministics = get_default_varnames(model.deterministics, include_transformed=False)
     names += [d.name for d in deterministics]
     terms += list(model.replace_rvs_by_values(deterministics))
     for name, term in zip(names, terms, strict=True):
-        fgraph = jax_graph(value_vars, [term], data_inputs([term]))
-        node = _untranslatable_node(fgraph)
-        if node is not None:
-            op = _op_name(node.op)
+        data_vars = data_inputs([term])
+        fgraph = program_graph(value_vars, [term], data_vars, float_dtype=np.float64)
+        inputs = [*values, *data_values(data_vars, np.float64)]
+        op = _untranslatable_op(fgraph, inputs)
+        if op is not None:
             return TranslationError(
                 f"model variable '{name}' needs the PyTensor op '{op}', which has no JAX "
                 f"implementation in pytensor {pytensor.__version__}: write that term with "
