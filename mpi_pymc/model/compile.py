@@ -11,7 +11,9 @@ fingerprint hashes the data separately.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mpi_pymc.core.config import UserError
-from mpi_pymc.model.graph_rewrites import fold_data_conditions, optimize_for_jax
+from mpi_pymc.model.graph_rewrites import fold_data_conditions, fold_data_indices, optimize_for_jax
 
 # Smaller constants stay in the graph: they are parameters of the model, not data.
 DATA_MIN_ELEMENTS = 256
@@ -131,19 +133,16 @@ def jax_graph(value_vars, outputs, data_vars, rewrites: bool = True):
     return fgraph
 
 
-def jaxify(value_vars, outputs, data_vars, rewrites: bool = True, float_dtype=None):
-    """JAX function ``f(*values, *data) -> list`` of ``outputs``, data as arguments.
-
-    With our rewrites, conditions on the data alone are evaluated here, once
-    (``graph_rewrites.fold_data_conditions``): call the function with
-    ``data_values(data_vars, float_dtype)``, as every caller does. ``rewrites=False`` leaves
-    ours out: PyTensor's JAX program as the numpyro path compiles it, for benchmarks that
-    measure what the rewrites gain."""
+def program_graph(value_vars, outputs, data_vars, rewrites: bool = True, float_dtype=None):
+    """The FunctionGraph :func:`jaxify` translates: :func:`jax_graph`, then (with our rewrites)
+    what depends on the data alone evaluated on it, once: ``nonzero`` of the data
+    (``graph_rewrites.fold_data_indices``) and conditions on it (``fold_data_conditions``).
+    The program must then be called with ``data_values(data_vars, float_dtype)``, as every
+    caller does."""
     from mpi_pymc.model import jax_ops
 
     jax_ops.register()  # the ops this PyTensor cannot translate (erfcx on pytensor 2.x)
     import pymc.sampling.jax  # noqa: F401  (registers JAX translations PyMC adds)
-    from pytensor.link.jax.dispatch import jax_funcify
 
     fgraph = jax_graph(value_vars, outputs, data_vars, rewrites)
     if rewrites:
@@ -151,14 +150,23 @@ def jaxify(value_vars, outputs, data_vars, rewrites: bool = True, float_dtype=No
         # will be called with, in the placeholders' dtypes.
         values = data_values(data_vars, float_dtype) if float_dtype else map(_value_of, data_vars)
         placeholders = fgraph.inputs[len(value_vars) :]
-        fold_data_conditions(
-            fgraph,
-            {
-                ph: np.asarray(value).astype(ph.type.dtype, copy=False)
-                for ph, value in zip(placeholders, values, strict=True)
-            },
-        )
-    return jax_funcify(fgraph)
+        by_placeholder = {
+            ph: np.asarray(value).astype(ph.type.dtype, copy=False)
+            for ph, value in zip(placeholders, values, strict=True)
+        }
+        fold_data_indices(fgraph, by_placeholder)
+        fold_data_conditions(fgraph, by_placeholder)
+    return fgraph
+
+
+def jaxify(value_vars, outputs, data_vars, rewrites: bool = True, float_dtype=None):
+    """JAX function ``f(*values, *data) -> list`` of ``outputs``, data as arguments: the
+    translation of :func:`program_graph` (see there for the data it must be called with).
+    ``rewrites=False`` leaves ours out: PyTensor's JAX program as the numpyro path compiles
+    it, for benchmarks that measure what the rewrites gain."""
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    return jax_funcify(program_graph(value_vars, outputs, data_vars, rewrites, float_dtype))
 
 
 def _dims_for(model, name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
@@ -179,7 +187,16 @@ def _group_data(model, variables, dims_names) -> dict:
 
 def compile_model(model, precision: str = "float64", rewrites: bool = True) -> CompiledModel:
     """Translate ``model`` to JAX. JAX must already be configured for ``precision``.
-    ``rewrites``: see :func:`jaxify`."""
+    ``rewrites``: see :func:`jaxify`. An op without a JAX implementation, found when
+    translating or when tracing (a translation that refuses some inputs), raises
+    ``TranslationError`` naming the op and the model variable."""
+    try:
+        return _compile_model(model, precision, rewrites)
+    except NotImplementedError as exc:
+        raise unsupported_op(model, exc) from exc
+
+
+def _compile_model(model, precision: str, rewrites: bool) -> CompiledModel:
     import jax
     import jax.numpy as jnp
     import pymc.sampling.jax  # noqa: F401  (its import switches x64 on: set precision after)
@@ -204,11 +221,8 @@ def compile_model(model, precision: str = "float64", rewrites: bool = True) -> C
         get_default_varnames(model.unobserved_value_vars, include_transformed=False)
     )
     data_vars = data_inputs([logp, *posterior_outputs])
-    try:
-        logp_fn = jaxify(value_vars, [logp], data_vars, rewrites, float_dtype)
-        constrain_fn = jaxify(value_vars, posterior_outputs, data_vars, rewrites, float_dtype)
-    except NotImplementedError as exc:
-        raise unsupported_op(model, exc) from exc
+    logp_fn = jaxify(value_vars, [logp], data_vars, rewrites, float_dtype)
+    constrain_fn = jaxify(value_vars, posterior_outputs, data_vars, rewrites, float_dtype)
 
     initial_point = model.initial_point()
     value_names = [v.name for v in value_vars]
@@ -314,15 +328,30 @@ def model_terms(model) -> tuple[list[str], list]:
     return names, model.logp(sum=False)
 
 
-def _untranslatable_node(fgraph):
-    """The first node of ``fgraph`` PyTensor's JAX backend has no implementation for."""
+def _untranslatable_op(fgraph, inputs) -> str | None:
+    """The name of the first op of ``fgraph`` PyTensor's JAX backend has no implementation for: its
+    translation raises NotImplementedError, or running it on ``inputs`` (traced, not
+    computed) does, as PyTensor's eigvalsh does for a generalized problem."""
+    import jax
     from pytensor.link.jax.dispatch import jax_funcify
 
+    functions: dict = {}
     for node in fgraph.toposort():
         try:
-            jax_funcify(node.op, node=node)
+            fn = jax_funcify(node.op, node=node)
         except NotImplementedError:
-            return node
+            return _op_name(node.op)
+        code = getattr(inspect.unwrap(fn), "__code__", None)
+        if code is not None:
+            functions.setdefault(code, node)
+    try:
+        jax.eval_shape(jax_funcify(fgraph), *inputs)
+    except NotImplementedError as exc:
+        # The innermost frame that runs one node's translated function is the node's.
+        found = None
+        for frame, _ in traceback.walk_tb(exc.__traceback__):
+            found = functions.get(frame.f_code, found)
+        return _op_name(found.op) if found is not None else f"? ({exc})"
     return None
 
 
@@ -339,15 +368,18 @@ def unsupported_op(model, exc: NotImplementedError) -> TranslationError:
     from pymc.util import get_default_varnames
 
     value_vars = list(model.value_vars)
+    point = model.initial_point()
+    values = [np.asarray(point[v.name], dtype=v.dtype) for v in value_vars]
     names, terms = model_terms(model)
     deterministics = get_default_varnames(model.deterministics, include_transformed=False)
     names += [d.name for d in deterministics]
     terms += list(model.replace_rvs_by_values(deterministics))
     for name, term in zip(names, terms, strict=True):
-        fgraph = jax_graph(value_vars, [term], data_inputs([term]))
-        node = _untranslatable_node(fgraph)
-        if node is not None:
-            op = _op_name(node.op)
+        data_vars = data_inputs([term])
+        fgraph = program_graph(value_vars, [term], data_vars, float_dtype=np.float64)
+        inputs = [*values, *data_values(data_vars, np.float64)]
+        op = _untranslatable_op(fgraph, inputs)
+        if op is not None:
             return TranslationError(
                 f"model variable '{name}' needs the PyTensor op '{op}', which has no JAX "
                 f"implementation in pytensor {pytensor.__version__}: write that term with "

@@ -84,11 +84,15 @@ def _lean_softplus():
 
     @node_rewriter([Elemwise])
     def lean_softplus(fgraph, node):
-        """``softplus(x)`` -> ``max(x, 0) + log1p(exp(-|x|))``: one exp and one log1p."""
+        """``softplus(x)`` -> ``max(x, 0) + log1p(exp(min(x, -x)))``: one exp and one log1p.
+
+        ``min(x, -x)``, not ``-|x|``: JAX differentiates ``|x|`` at 0 as 1 but splits a tie of
+        ``max``/``min`` evenly, so with ``-|x|`` the gradient at exactly 0 was 0.5 - 0.5 = 0
+        instead of 0.5 (every logit-linear model at its initial point, where eta = 0)."""
         if not isinstance(node.op.scalar_op, Softplus):
             return None
         (x,) = node.inputs
-        lean = pt.maximum(x, 0) + pt.log1p(pt.exp(-pt.abs(x)))
+        lean = pt.maximum(x, 0) + pt.log1p(pt.exp(pt.minimum(x, -x)))
         return [lean] if _same_type(lean, node.outputs[0]) else None
 
     return lean_softplus
@@ -137,6 +141,17 @@ def _depends_elementwise(var, on) -> tuple[bool, bool]:
     return var in depends, True
 
 
+def _of_alone(var, z) -> bool:
+    """Whether ``var`` is a function of ``z`` and constants only. The boundary is a safe value
+    for such a branch; one that also reads another variable (PyMC's ``log_diff_normal_cdf``,
+    ``f(x, y)`` in the branch for ``y > 0``) can be singular there: with ``y`` set to the
+    boundary, an OrderedProbit's gradient was NaN at its initial point."""
+    from pytensor.graph.basic import Constant
+    from pytensor.graph.traversal import graph_inputs
+
+    return all(isinstance(v, Constant) or v is z for v in graph_inputs([var], blockers=[z]))
+
+
 def guard_switch_branches(fgraph) -> int:
     """``switch(z < k, f(z), g(z))`` -> ``switch(z < k, f(switch(z < k, z, k)), g(switch(z < k,
     k, z)))``, for a constant ``k`` and elementwise ``f`` and ``g`` (in place; returns how many).
@@ -183,7 +198,7 @@ def guard_switch_branches(fgraph) -> int:
         branches = []
         for branch, taken in ((when_true, True), (when_false, False)):
             depends, elementwise = _depends_elementwise(branch, z)
-            if depends and elementwise:
+            if depends and elementwise and _of_alone(branch, z):
                 seen = pt.switch(cond, z, bound) if taken else pt.switch(cond, bound, z)
                 # The rest of the branch's graph stays shared with the other uses of it.
                 branch = graph_replace(branch, replace={z: seen}, strict=False)
@@ -281,3 +296,38 @@ def fold_data_conditions(fgraph, data_values: dict) -> int:
         fgraph.replace(out, branch, reason="fold_data_conditions", import_missing=True)
         folded += 1
     return folded
+
+
+def fold_data_indices(fgraph, data_values: dict) -> int:
+    """Replace every ``nonzero`` of data alone by its value on ``data_values`` (as for
+    :func:`fold_data_conditions`, the arrays every later call passes). Returns how many went.
+
+    ``nonzero``'s output shape depends on its input's values, which JAX cannot trace: PyMC's
+    ``ICAR`` takes the edge list of its adjacency matrix so, and PyTensor's constant folding
+    hides that only while the matrix is a constant (below ``compile.DATA_MIN_ELEMENTS``
+    elements; a 5 x 4 grid's 20 x 20 matrix is data). Evaluated once here, the indices are
+    constants of the program and the rest of the graph translates."""
+    import numpy as np
+    import pytensor
+    import pytensor.tensor as pt
+    from pytensor.compile.mode import Mode
+    from pytensor.tensor.basic import Nonzero
+
+    data_inputs = set(data_values)
+    nodes = [
+        node
+        for node in fgraph.toposort()
+        if isinstance(node.op, Nonzero) and _data_only(fgraph, node.inputs[0], data_inputs)
+    ]
+    if not nodes:
+        return 0
+    outputs = [out for node in nodes for out in node.outputs]
+    needed = [v for v in fgraph.inputs if v in data_inputs]
+    evaluate = pytensor.function(
+        needed, outputs, mode=Mode(linker="py", optimizer="fast_compile"), on_unused_input="ignore"
+    )
+    values = evaluate(*(data_values[v] for v in needed))
+    for out, value in zip(outputs, values, strict=True):
+        constant = pt.constant(np.asarray(value, dtype=out.type.dtype))
+        fgraph.replace(out, constant, reason="fold_data_indices", import_missing=True)
+    return len(nodes)

@@ -4,7 +4,9 @@ PyTensor 2.x translates ``erfcx`` and ``erfcinv`` only through tensorflow-probab
 plain install cannot translate ``pm.Censored``/``pm.Truncated`` of a Normal (PyMC's normal
 logcdf uses ``erfcx``). :func:`register` adds our translations for exactly the ops whose
 PyTensor translation fails, and leaves a working one (newer PyTensor, or tfp installed) alone.
-``benchmarks/op_survey.py`` lists what PyMC's continuous distributions still miss.
+``benchmarks/op_survey.py`` lists what PyMC's continuous distributions still miss,
+``benchmarks/catalogue_survey.py`` the rest of PyMC; ``jax_linalg`` adds the generalized
+``eigvalsh`` (``pm.CAR``) the same way.
 
 Both functions are elementwise, accept any real array, compute float16/bfloat16 in float32,
 and carry a custom JVP: the analytic derivative in a form that stays accurate where the
@@ -176,4 +178,6 @@ def register() -> list[str]:
 
         jax_funcify.register(op_class)(translate)
         _ours[op_class] = translate
-    return sorted(cls.__name__ for cls in _ours)
+    from mpi_pymc.model import jax_linalg
+
+    return sorted([*(cls.__name__ for cls in _ours), *jax_linalg.register()])

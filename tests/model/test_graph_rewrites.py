@@ -108,7 +108,35 @@ def _censored_weibull(seed=8):
     return model
 
 
+def _ordered_probit():
+    """PyMC's ``log_diff_normal_cdf``: switch branches that read two variables (issue #37)."""
+    with pm.Model() as model:
+        eta = pm.Normal("eta", 0.0, 1.0)
+        cut = pm.Normal(
+            "cut", np.array([-1.0, 0.0, 1.0]), 1.0, transform=pm.distributions.transforms.ordered
+        )
+        pm.OrderedProbit("y", eta, cut, observed=np.array([0, 1, 1, 2, 3, 3, 2]))
+    return model
+
+
+def _icar():
+    """``nonzero`` of a data matrix (the ICAR's edge list), folded on the data (issue #37)."""
+    n = 20  # a 5 x 4 grid: the 400-element adjacency matrix is data, not a constant
+    w = np.zeros((n, n))
+    for i in range(n):
+        if (i + 1) % 4:
+            w[i, i + 1] = w[i + 1, i] = 1
+        if i + 4 < n:
+            w[i, i + 4] = w[i + 4, i] = 1
+    rng = np.random.default_rng(4)
+    with pm.Model() as model:
+        phi = pm.ICAR("phi", W=w, sigma=pm.HalfNormal("sigma", 1.0))
+        pm.Poisson("y", 10 * pm.math.exp(phi), observed=rng.poisson(10, size=n))
+    return model
+
+
 MODELS = {
+    "icar": _icar,
     "censored_normal": _censored_normal,
     "censored_weibull": _censored_weibull,
     "logistic": _logistic,
@@ -144,8 +172,10 @@ def test_logdensity_and_gradient_match_pymc(name):
     logp = model.compile_logp()
     dlogp = model.compile_dlogp()
     value_and_grad = jax.jit(jax.value_and_grad(compiled.logdensity))
-    for scale in (0.1, 3.0, 30.0):
-        for flat in _points(model, 3, scale, seed=int(scale * 10)):
+    # The initial point (zeros: eta = 0, a kink of max and |x|) and points at every scale.
+    zero = [np.zeros_like(compiled.initial_flat)]
+    for scale in (0.0, 0.1, 3.0, 30.0):
+        for flat in zero if scale == 0.0 else _points(model, 3, scale, seed=int(scale * 10)):
             point = dict(zip(compiled.value_names, compiled.unravel(flat), strict=True))
             expected = logp(point)
             expected_grad = dlogp(point)
@@ -183,7 +213,7 @@ def _count(jaxpr, names):
 def test_logistic_likelihood_needs_one_exp_and_one_log1p_per_observation():
     """PyTensor's translation evaluates both branches of the Bernoulli's switch, each a
     four-piece softplus: 2 exp-s and 1 log1p each (6 and 2 in the jaxpr). The rewritten one
-    takes the branch first and uses ``max(x, 0) + log1p(exp(-|x|))``."""
+    takes the branch first and uses ``max(x, 0) + log1p(exp(min(x, -x)))``."""
     compiled = compile_model(_logistic(), "float64")
     jaxpr = jax.make_jaxpr(compiled.logdensity)(jnp.asarray(compiled.initial_flat), compiled.data)
     assert _count(jaxpr, ("exp", "log1p")) == {"exp": 1, "log1p": 1}
@@ -276,3 +306,18 @@ def test_guard_walks_a_branch_deeper_than_pythons_stack():
     finally:
         sys.setrecursionlimit(limit)
     assert guarded == 1  # both branches depend on z elementwise
+
+
+def test_ordered_probit_gradient_is_pymcs_at_moderate_points():
+    """The guard leaves ``log_diff_normal_cdf``'s two-variable branches alone: the gradient was
+    NaN at the initial point. Far out (|z| ~ 30) PyTensor's JAX program is NaN with or without
+    our rewrites, so only moderate points."""
+    model = _ordered_probit()
+    compiled = compile_model(model, "float64")
+    logp, dlogp = model.compile_logp(), model.compile_dlogp()
+    value_and_grad = jax.jit(jax.value_and_grad(compiled.logdensity))
+    for flat in [compiled.initial_flat, *_points(model, 4, 1.0, seed=37)]:
+        point = dict(zip(compiled.value_names, compiled.unravel(flat), strict=True))
+        value, grad = value_and_grad(jnp.asarray(flat), compiled.data)
+        np.testing.assert_allclose(float(value), logp(point), rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(grad), dlogp(point), rtol=1e-8, atol=1e-8)
