@@ -26,6 +26,7 @@ def finish(job: Job, chains: Chains, sampled: Sampled, writer, io: str) -> RunRe
         writer.trim(draw)  # the file holds exactly the draws taken
     if config.until_ess is not None:
         writer.set_attrs({"until_ess_checks": np.asarray(sampled.goal_checks, dtype=np.int64)})
+    writer.set_attrs(metric_attrs(job, chains))
     if outcome in RESUMABLE_STOPS:
         writer.set_attrs({"timings": job.timings, "stopped_by": outcome})
         lines = [resume_line(config, outcome, draw, sampled.iteration)]
@@ -53,6 +54,22 @@ def finish(job: Job, chains: Chains, sampled: Sampled, writer, io: str) -> RunRe
         summary=summary,
         stopped_by=outcome,
     )
+
+
+def metric_attrs(job: Job, chains: Chains) -> dict:
+    """Which mass matrix the warmup chose (``--metric``): per chain the low-rank directions in
+    use (``metric_rank``, 0 a diagonal), and in words (``metric_used``)."""
+    mine = chains.sampler.metric_ranks(chains.state)
+    gathered = job.comm.allgather(mine)
+    if any(part is None for part in gathered):
+        return {"metric_used": "diag"}
+    ranks = np.concatenate(gathered)
+    asked = job.config.metric
+    if not ranks.max():
+        used = "diag" if asked == "diag" else f"diag ({asked}: no direction left the cutoff band)"
+    else:
+        used = f"{'dense' if asked == 'dense' else 'low_rank'} (rank {ranks.min()}-{ranks.max()})"
+    return {"metric_used": used, "metric_rank": ranks}
 
 
 def _diagnose(writer, chains: Chains, comm, config, draws: int, known=None) -> dict:

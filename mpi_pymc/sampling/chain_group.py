@@ -153,6 +153,14 @@ class ChainGroupSampler:
     def iterations(self, state) -> np.ndarray:
         return np.asarray(self.backend.iteration(state))
 
+    def metric_ranks(self, state) -> np.ndarray | None:
+        """Per chain, the low-rank directions its adapted metric uses (0: diagonal), or None for
+        a sampler without the project's metric (numpyro, blackjax: diagonal)."""
+        metric = getattr(state, "metric", None)
+        if metric is None:
+            return None
+        return np.sum(np.asarray(metric.values) != 1.0, axis=-1).astype(np.int64)
+
     def _programs(self):
         """(name, function, in_axes) of the warmup and sampling programs."""
         if self.warmup_in_chunks:
