@@ -16,6 +16,7 @@ from mpi_pymc.api import (  # noqa: E402
     open_result,
     postprocess,
     sample,
+    summary,
 )
 from mpi_pymc.core.banners import silence_banners  # noqa: E402
 from mpi_pymc.core.config import UserError  # noqa: E402
@@ -36,4 +37,5 @@ __all__ = [
     "postprocess",
     "sample",
     "submit",
+    "summary",
 ]

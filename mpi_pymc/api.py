@@ -63,11 +63,14 @@ def sample(
     ``pm.sample``; ``options`` are the CLI's (``python -m mpi_pymc run --help``) with the same
     names and defaults: ``chains_per_rank``, ``sampler``, ``chain_method``, ``precision``,
     ``max_tree_depth``, ``metric``, ``adapt_group``, ``gpus_per_rank``, ``chunk_draws``, ``io``,
-    ``pack``,
-    ``out``, ``overwrite``, ``resume``, ``until_ess``, ``until_tail_ess``, ``until_rhat``,
+    ``pack``, ``out``, ``overwrite``, ``resume``, ``until_ess``, ``until_tail_ess``, ``until_rhat``,
     ``max_time`` (seconds or ``"HH:MM:SS"``), ``check_logp``, ``log_likelihood``,
     ``posterior_predictive`` (the groups added when the draws are complete, as
-    :func:`postprocess` adds them).
+    :func:`postprocess` adds them), ``summary``.
+
+    On screen it behaves like ``pm.sample``: the start-up phases and the progress bar, then
+    PyMC's divergence, R-hat and ESS warnings and one closing line naming the file. The
+    per-parameter table is :func:`summary` (``summary="table"`` prints it as the CLI does).
 
     ``out``: the HDF5 file; by default a new file under ``./mpi_pymc_runs/`` for every call.
     ``ranks``: from a single process, launch this many ranks (``launcher``: ``auto``,
@@ -81,6 +84,7 @@ def sample(
     notebook's stop button) stops every rank after its current chunk with a checkpoint and
     raises :class:`RunInterrupted`: call again with ``out=`` that file and ``resume=True``.
     """
+    options.setdefault("summary", "warnings")
     model, config = settings(
         model, draws, tune, chains, random_seed, target_accept, progressbar, **options
     )
@@ -129,6 +133,7 @@ def settings(
     check_logp: bool = True,
     log_likelihood: bool = False,
     posterior_predictive: bool = False,
+    summary: str = "table",
 ) -> tuple[Any, RunConfig]:
     """``sample()``'s arguments as (model object or None, RunConfig) — shared with submit()."""
     model, model_path, model_name = _resolve_model(model)
@@ -162,6 +167,8 @@ def settings(
         check_logp=check_logp,
         log_likelihood=log_likelihood,
         posterior_predictive=posterior_predictive,
+        summary=summary,
+        model_label=None if model is None else model_label(model),
         command_line=[sys.executable, *sys.argv],
     )
     if resume and config.out is None:
@@ -216,6 +223,19 @@ def _resolve_model(model) -> tuple[Any, str | None, str | None]:
                 "no model given: call sample() inside `with model:` or pass model="
             ) from None
     return model, None, None
+
+
+def model_label(model, most: int = 6) -> str:
+    """How the start line names a ``pm.Model`` object: its name, else its free variables (as
+    ``pm.sample`` lists them), never the pickle the ranks load it from."""
+    name = getattr(model, "name", "")
+    if name:
+        return f"model '{name}'"
+    free = [rv.name for rv in getattr(model, "free_RVs", [])]
+    if not free:
+        return "the model"
+    listed = ", ".join(free[:most]) + (f" and {len(free) - most} more" if len(free) > most else "")
+    return f"the model [{listed}]"
 
 
 def _seed(random_seed) -> int | None:
@@ -347,6 +367,18 @@ def _interrupted_message(out: str) -> str:
     )
 
 
+def summary(result, echo=print) -> str:
+    """Print and return the per-parameter table of ``result`` (what :func:`sample` returns, or
+    the path of a run's file), worst R-hat first, then the CLI's convergence warnings: what
+    ``python -m mpi_pymc summary OUT`` prints. ``sample()`` leaves it out, as ``pm.sample``
+    leaves it to ``az.summary``."""
+    from mpi_pymc.report import result_summary
+
+    if isinstance(result, str | os.PathLike):
+        result = open_result(os.fspath(result))
+    return result_summary(result, echo=echo)
+
+
 def open_result(path: str):
     """The run's ArviZ object, loaded in memory (the file is closed), with its facts in attrs.
     A shards output whose shards are missing raises :class:`~mpi_pymc.output.packing.
@@ -357,7 +389,8 @@ def open_result(path: str):
 
     check_shards(path)
 
-    if hasattr(az, "InferenceData"):  # ArviZ 0.x
+    # Not hasattr(az, "InferenceData"): on ArviZ 1.x that lookup itself warns (MigrationWarning).
+    if az.__version__.split(".")[0] == "0":  # ArviZ 0.x
         result = az.from_netcdf(path)
         result.load()
     else:  # ArviZ 1.x: a DataTree

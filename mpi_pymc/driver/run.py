@@ -98,5 +98,16 @@ def _run_phases(job: Job, model) -> RunResult:
         saver.remove()
         add_groups(job, model)
         if io == "shards" and job.config.pack:  # one file, unless too large (then it says so)
-            pack_on_rank0(job.comm, str(job.config.out), echo=job.echo)
+            _pack(job)
     return result
+
+
+def _pack(job: Job) -> None:
+    """Pack the shards into OUT; its line is printed, except under ``--summary warnings`` where
+    the closing line already named the file and only a file left shard-backed is news."""
+    if job.config.summary != "warnings":
+        pack_on_rank0(job.comm, str(job.config.out), echo=job.echo)
+        return
+    packed = pack_on_rank0(job.comm, str(job.config.out), echo=lambda line: None)
+    if packed.state == "kept":
+        job.say(packed.line())
