@@ -484,6 +484,7 @@ def _relay(command: list[str], env: dict, config: RunConfig):
         try:
             name, line = lines.get(timeout=0.2)
         except queue.Empty:
+            bar.tick()  # the elapsed time moves while a phase (a compile) takes its time
             continue
         except KeyboardInterrupt:
             if interrupted:  # a second interrupt: stop now, without a checkpoint
@@ -491,10 +492,10 @@ def _relay(command: list[str], env: dict, config: RunConfig):
                 raise
             interrupted = True
             process.send_signal(signal.SIGUSR1)
-            print(
+            bar.print(
                 "mpi_pymc: stopping every rank after its current chunk (interrupt again to "
                 "kill them without a checkpoint)",
-                file=sys.stderr,
+                sys.stderr,
             )
             continue
         if line is None:
@@ -522,26 +523,41 @@ def _show(name: str, line: str, bar, errors: list[str]) -> None:
         errors.append(line[len(_ERROR_PREFIX) :])
     elif " | error: " in line:  # a rank's unexpected failure: "rN host | error: ..."
         errors.append(line)
-    print(line, file=sys.stderr if name == "err" else sys.stdout, flush=True)
+    bar.print(line, sys.stderr if name == "err" else sys.stdout)
 
 
 class _Bar:
-    """The launching process's view of rank 0's progress (tqdm: a widget under Jupyter)."""
+    """The launching process's view of rank 0's progress (tqdm: a widget under Jupyter), from
+    the launch on: the start-up phases by name (tqdm's clock gives their elapsed time), then
+    warmup and sampling."""
 
     def __init__(self, enabled: bool, total: int):
         self.bar = None
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, unit="it", desc="warmup")
+            from mpi_pymc.driver.progress import STARTING
+
+            self.bar = tqdm(total=total, unit="it", desc=STARTING)
 
     def update(self, record: dict) -> None:
         if self.bar is None:
             return
-        self.bar.set_description(str(record.get("phase", "")))
+        self.bar.set_description(str(record.get("phase", "")), refresh=False)
         self.bar.set_postfix(divergences=record.get("divergences", 0), refresh=False)
         self.bar.n = int(record.get("done", 0))
         self.bar.refresh()
+
+    def tick(self) -> None:
+        if self.bar is not None:
+            self.bar.refresh()
+
+    def print(self, line: str, stream) -> None:
+        """A rank's line, above the bar rather than through it."""
+        if self.bar is None:
+            print(line, file=stream, flush=True)
+        else:
+            self.bar.write(line, file=stream)
 
     def close(self) -> None:
         if self.bar is not None:
