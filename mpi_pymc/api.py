@@ -545,7 +545,8 @@ class _Bar:
             return
         self.bar.set_description(str(record.get("phase", "")), refresh=False)
         self.bar.set_postfix(divergences=record.get("divergences", 0), refresh=False)
-        self.bar.n = int(record.get("done", 0))
+        # update(), not n=: tqdm's smoothed rate then follows the draws, not the start-up time
+        self.bar.update(max(int(record.get("done", 0)) - self.bar.n, 0))
         self.bar.refresh()
 
     def tick(self) -> None:
