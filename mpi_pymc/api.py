@@ -63,11 +63,14 @@ def sample(
     ``pm.sample``; ``options`` are the CLI's (``python -m mpi_pymc run --help``) with the same
     names and defaults: ``chains_per_rank``, ``sampler``, ``chain_method``, ``precision``,
     ``max_tree_depth``, ``metric``, ``adapt_group``, ``gpus_per_rank``, ``chunk_draws``, ``io``,
-    ``pack``,
-    ``out``, ``overwrite``, ``resume``, ``until_ess``, ``until_tail_ess``, ``until_rhat``,
+    ``pack``, ``out``, ``overwrite``, ``resume``, ``until_ess``, ``until_tail_ess``, ``until_rhat``,
     ``max_time`` (seconds or ``"HH:MM:SS"``), ``check_logp``, ``log_likelihood``,
     ``posterior_predictive`` (the groups added when the draws are complete, as
-    :func:`postprocess` adds them).
+    :func:`postprocess` adds them), ``summary``.
+
+    On screen it behaves like ``pm.sample``: the start-up phases and the progress bar, then
+    PyMC's divergence, R-hat and ESS warnings and one closing line naming the file. The
+    per-parameter table is :func:`summary` (``summary="table"`` prints it as the CLI does).
 
     ``out``: the HDF5 file; by default a new file under ``./mpi_pymc_runs/`` for every call.
     ``ranks``: from a single process, launch this many ranks (``launcher``: ``auto``,
@@ -81,6 +84,7 @@ def sample(
     notebook's stop button) stops every rank after its current chunk with a checkpoint and
     raises :class:`RunInterrupted`: call again with ``out=`` that file and ``resume=True``.
     """
+    options.setdefault("summary", "warnings")
     model, config = settings(
         model, draws, tune, chains, random_seed, target_accept, progressbar, **options
     )
@@ -129,6 +133,7 @@ def settings(
     check_logp: bool = True,
     log_likelihood: bool = False,
     posterior_predictive: bool = False,
+    summary: str = "table",
 ) -> tuple[Any, RunConfig]:
     """``sample()``'s arguments as (model object or None, RunConfig) — shared with submit()."""
     model, model_path, model_name = _resolve_model(model)
@@ -162,6 +167,8 @@ def settings(
         check_logp=check_logp,
         log_likelihood=log_likelihood,
         posterior_predictive=posterior_predictive,
+        summary=summary,
+        model_label=None if model is None else model_label(model),
         command_line=[sys.executable, *sys.argv],
     )
     if resume and config.out is None:
@@ -216,6 +223,19 @@ def _resolve_model(model) -> tuple[Any, str | None, str | None]:
                 "no model given: call sample() inside `with model:` or pass model="
             ) from None
     return model, None, None
+
+
+def model_label(model, most: int = 6) -> str:
+    """How the start line names a ``pm.Model`` object: its name, else its free variables (as
+    ``pm.sample`` lists them), never the pickle the ranks load it from."""
+    name = getattr(model, "name", "")
+    if name:
+        return f"model '{name}'"
+    free = [rv.name for rv in getattr(model, "free_RVs", [])]
+    if not free:
+        return "the model"
+    listed = ", ".join(free[:most]) + (f" and {len(free) - most} more" if len(free) > most else "")
+    return f"the model [{listed}]"
 
 
 def _seed(random_seed) -> int | None:
@@ -347,6 +367,18 @@ def _interrupted_message(out: str) -> str:
     )
 
 
+def summary(result, echo=print) -> str:
+    """Print and return the per-parameter table of ``result`` (what :func:`sample` returns, or
+    the path of a run's file), worst R-hat first, then the CLI's convergence warnings: what
+    ``python -m mpi_pymc summary OUT`` prints. ``sample()`` leaves it out, as ``pm.sample``
+    leaves it to ``az.summary``."""
+    from mpi_pymc.report import result_summary
+
+    if isinstance(result, str | os.PathLike):
+        result = open_result(os.fspath(result))
+    return result_summary(result, echo=echo)
+
+
 def open_result(path: str):
     """The run's ArviZ object, loaded in memory (the file is closed), with its facts in attrs.
     A shards output whose shards are missing raises :class:`~mpi_pymc.output.packing.
@@ -357,7 +389,8 @@ def open_result(path: str):
 
     check_shards(path)
 
-    if hasattr(az, "InferenceData"):  # ArviZ 0.x
+    # Not hasattr(az, "InferenceData"): on ArviZ 1.x that lookup itself warns (MigrationWarning).
+    if az.__version__.split(".")[0] == "0":  # ArviZ 0.x
         result = az.from_netcdf(path)
         result.load()
     else:  # ArviZ 1.x: a DataTree
@@ -451,6 +484,7 @@ def _relay(command: list[str], env: dict, config: RunConfig):
         try:
             name, line = lines.get(timeout=0.2)
         except queue.Empty:
+            bar.tick()  # the elapsed time moves while a phase (a compile) takes its time
             continue
         except KeyboardInterrupt:
             if interrupted:  # a second interrupt: stop now, without a checkpoint
@@ -458,10 +492,10 @@ def _relay(command: list[str], env: dict, config: RunConfig):
                 raise
             interrupted = True
             process.send_signal(signal.SIGUSR1)
-            print(
+            bar.print(
                 "mpi_pymc: stopping every rank after its current chunk (interrupt again to "
                 "kill them without a checkpoint)",
-                file=sys.stderr,
+                sys.stderr,
             )
             continue
         if line is None:
@@ -489,26 +523,42 @@ def _show(name: str, line: str, bar, errors: list[str]) -> None:
         errors.append(line[len(_ERROR_PREFIX) :])
     elif " | error: " in line:  # a rank's unexpected failure: "rN host | error: ..."
         errors.append(line)
-    print(line, file=sys.stderr if name == "err" else sys.stdout, flush=True)
+    bar.print(line, sys.stderr if name == "err" else sys.stdout)
 
 
 class _Bar:
-    """The launching process's view of rank 0's progress (tqdm: a widget under Jupyter)."""
+    """The launching process's view of rank 0's progress (tqdm: a widget under Jupyter), from
+    the launch on: the start-up phases by name (tqdm's clock gives their elapsed time), then
+    warmup and sampling."""
 
     def __init__(self, enabled: bool, total: int):
         self.bar = None
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, unit="it", desc="warmup")
+            from mpi_pymc.driver.progress import STARTING
+
+            self.bar = tqdm(total=total, unit="it", desc=STARTING)
 
     def update(self, record: dict) -> None:
         if self.bar is None:
             return
-        self.bar.set_description(str(record.get("phase", "")))
+        self.bar.set_description(str(record.get("phase", "")), refresh=False)
         self.bar.set_postfix(divergences=record.get("divergences", 0), refresh=False)
-        self.bar.n = int(record.get("done", 0))
+        # update(), not n=: tqdm's smoothed rate then follows the draws, not the start-up time
+        self.bar.update(max(int(record.get("done", 0)) - self.bar.n, 0))
         self.bar.refresh()
+
+    def tick(self) -> None:
+        if self.bar is not None:
+            self.bar.refresh()
+
+    def print(self, line: str, stream) -> None:
+        """A rank's line, above the bar rather than through it."""
+        if self.bar is None:
+            print(line, file=stream, flush=True)
+        else:
+            self.bar.write(line, file=stream)
 
     def close(self) -> None:
         if self.bar is not None:

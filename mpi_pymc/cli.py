@@ -108,6 +108,8 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
         check_logp=args.check_logp,
         log_likelihood=args.log_likelihood,
         posterior_predictive=args.posterior_predictive,
+        summary=args.summary,
+        model_label=args.model_label,
         command_line=["python", "-m", "mpi_pymc", *argv],
     )
 

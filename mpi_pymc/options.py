@@ -155,5 +155,19 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="progress bar on rank 0 (default: on when stderr is a terminal)",
+        help="progress on rank 0, from the first second: the start-up phases by name (starting "
+        "ranks, loading the model, compiling, warming up) with their elapsed time, then the bar "
+        "(default: on when stderr is a terminal)",
+    )
+    g.add_argument(
+        "--summary",
+        default="table",
+        help="what rank 0 prints when the run completes: table (default: the per-parameter "
+        "table, worst R-hat first, and its warnings) or warnings (as pm.sample: its "
+        "divergence, R-hat and ESS warnings and one closing line; what sample() prints)",
+    )
+    g.add_argument(
+        "--model-label",
+        help="how the start line names the model (default: the model file; sample() passes "
+        "the model's name)",
     )

@@ -1,6 +1,7 @@
-"""``python -m mpi_pymc summary OUT.h5``: the diagnostics table of a finished or partial file.
+"""``python -m mpi_pymc summary OUT.h5`` and ``mpi_pymc.summary(result)``: the diagnostics table
+of a finished or partial file, or of the result ``sample()`` returned.
 
-Serial: reads the file's posterior (only each chain's completed draws) on one process.
+Serial: reads the posterior (only each chain's completed draws) on one process.
 """
 
 from __future__ import annotations
@@ -73,3 +74,48 @@ def print_summary(path: str, echo=print) -> dict:
     echo(f"{chains} chains x {n} draws used from {path} (draws completed per chain: "
          f"min {int(completed.min())}, max {total}; {status})")  # fmt: skip
     return stats
+
+
+def result_summary(result, echo=print) -> str:
+    """Print and return the table of a result object (``arviz.InferenceData`` or the
+    ``xarray.DataTree`` of ArviZ 1), then the CLI's warnings; each chain's completed draws only
+    (the ``draws_completed`` attribute of a partial run)."""
+    posterior = _posterior_dataset(result)
+    columns, labels = [], []
+    for name, values in posterior.data_vars.items():
+        if values.dims[:2] != ("chain", "draw"):
+            continue
+        data = np.asarray(values.values, dtype=np.float64)
+        columns.append(data.reshape(data.shape[0], data.shape[1], -1))
+        extra = values.dims[2:]
+        if not extra:
+            labels.append(str(name))
+            continue
+        coords = [[_label(v) for v in posterior[d].values] for d in extra]
+        for index in np.ndindex(*data.shape[2:]):
+            parts = [coords[k][i] for k, i in enumerate(index)]
+            labels.append(f"{name}[{', '.join(parts)}]")
+    if not columns:
+        raise UserError("the result holds no posterior draws to summarise")
+    draws = np.concatenate(columns, axis=2)
+    completed = result.attrs.get("draws_completed")
+    if completed is not None and np.size(completed):
+        draws = draws[:, : int(np.min(completed))]
+    stats = all_diagnostics(draws)
+    table = summary_table(labels, stats)
+    echo(table)
+    for line in convergence_warnings(stats, draws.shape[0], labels):
+        echo(f"warning: {line}")
+    return table
+
+
+def _posterior_dataset(result):
+    """The posterior group as an ``xarray.Dataset``, from ArviZ 0.x or 1.x."""
+    if hasattr(result, "posterior") and hasattr(result.posterior, "data_vars"):
+        return result.posterior  # InferenceData
+    try:
+        return result["posterior"].to_dataset()  # DataTree
+    except (KeyError, TypeError, AttributeError):
+        raise UserError(
+            f"summary() takes what sample() returns; a {type(result).__name__} has no posterior"
+        ) from None

@@ -249,3 +249,31 @@ def test_submit_refuses_bad_resources_with_one_line(tmp_path):
     with pytest.raises(mpi_pymc.UserError, match="HH:MM:SS"):
         mpi_pymc.submit(str(EIGHT_SCHOOLS), time="ten minutes", out=str(tmp_path / "x.h5"))
     assert not list(tmp_path.iterdir())
+
+
+def test_sample_prints_as_pm_sample_does_and_summary_prints_the_table(tmp_path):
+    script = _script(
+        tmp_path,
+        """
+        idata = mpi_pymc.sample(model, draws=50, tune=50, random_seed=3, ranks=2,
+                                out=sys.argv[1])
+        print("--- summary")
+        mpi_pymc.summary(idata)
+        """,
+    )
+    out = tmp_path / "fit.h5"
+    proc = _python(script, [str(out)])
+    assert proc.returncode == 0, proc.stderr
+    ran, asked = proc.stdout.split("--- summary\n")
+    # No table unless asked; the start line names the model, not the pickle the ranks load.
+    assert "parameter " not in ran and "r_hat" not in ran, ran
+    assert "the model [mu, tau, theta_trans]" in ran.splitlines()[0], ran
+    assert ".launch" not in ran and "model.pkl" not in ran, ran
+    # PyMC's own warning for so few draws, then one closing line naming the file.
+    assert "The number of samples is too small to check convergence reliably." in ran
+    assert ran.splitlines()[-1].startswith("Sampling 4 chains for 50 tune and 50 draw iterations")
+    assert ran.splitlines()[-1].endswith(str(out)), ran
+    # The relayed progress names the start-up phases.
+    assert "compiling" in proc.stderr and "sampling" in proc.stderr, proc.stderr
+    assert asked.startswith("parameter "), asked
+    assert "theta[Choate]" in asked

@@ -15,6 +15,7 @@ METRICS = ("auto", "diag", "low_rank", "dense")
 # Metrics the numpyro and blackjax adapters take (auto means their diagonal).
 LIBRARY_METRICS = ("auto", "diag")
 IO_MODES = ("auto", "mpio", "shards")
+SUMMARY_MODES = ("table", "warnings")
 # --until-rhat's default: the R-hat bound of an --until-ess goal.
 DEFAULT_UNTIL_RHAT = 1.01
 
@@ -59,6 +60,11 @@ class RunConfig:
     # Post-processing groups added once the draws are complete (postprocessing.py).
     log_likelihood: bool = False
     posterior_predictive: bool = False
+    # What rank 0 prints when the run completes: "table" (the CLI: the per-parameter table and
+    # its warnings) or "warnings" (sample(), as pm.sample: PyMC's warnings and one closing line).
+    summary: str = "table"
+    # How the start line names the model (sample() passes the model's name); default: its file.
+    model_label: str | None = None
     command_line: list[str] = field(default_factory=list)
 
     def settings_for_fingerprint(self) -> dict:
@@ -203,6 +209,10 @@ def validate(config: RunConfig, world_size: int, model_given: bool = False) -> R
         )
     if config.io not in IO_MODES:
         raise UserError(f"unknown --io '{config.io}': choose one of {', '.join(IO_MODES)}")
+    if config.summary not in SUMMARY_MODES:
+        raise UserError(
+            f"unknown --summary '{config.summary}': choose one of {', '.join(SUMMARY_MODES)}"
+        )
     if not 0.0 < config.target_accept < 1.0:
         raise UserError(
             f"--target-accept must lie strictly between 0 and 1, got {config.target_accept}"

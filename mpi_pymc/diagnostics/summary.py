@@ -1,5 +1,5 @@
 """The summary a finished run prints: the per-parameter table (worst R-hat first) and the
-convergence warnings, worded as PyMC words them."""
+convergence warnings, either the CLI's (naming the parameters) or pm.sample's own sentences."""
 
 from __future__ import annotations
 
@@ -96,3 +96,50 @@ def convergence_warnings(
                 "samples."
             )
     return warnings
+
+
+# PyMC's own sentences (pymc/stats/convergence.py), so sample() reads as pm.sample does.
+_PYMC_FEW_DRAWS = "The number of samples is too small to check convergence reliably."
+_PYMC_ONE_CHAIN = (
+    "Only one chain was sampled, this makes it impossible to run some convergence checks"
+)
+_PYMC_FEW_CHAINS = (
+    "We recommend running at least 4 chains for robust computation of convergence diagnostics"
+)
+_PYMC_RHAT = (
+    "The rhat statistic is larger than 1.01 for some parameters. This indicates problems "
+    "during sampling. See https://arxiv.org/abs/1903.08008 for details"
+)
+_PYMC_ESS = (
+    "The effective sample size per chain is smaller than 100 for some parameters.  A higher "
+    "number is needed for reliable rhat and ess computation. See "
+    "https://arxiv.org/abs/1903.08008 for details"
+)
+
+
+def pymc_warnings(
+    stats: Mapping[str, np.ndarray], chains: int, draws: int, divergences: int
+) -> list[str]:
+    """The warnings ``pm.sample`` logs after sampling, in its words and order, from the same
+    checks (divergences; too few draws or chains; max R-hat > 1.01; min bulk ESS per chain
+    < 100). NaN values (a constant parameter) raise no warning, as in PyMC."""
+    found = []
+    if divergences:
+        verb, word = ("was", "divergence") if divergences == 1 else ("were", "divergences")
+        found.append(
+            f"There {verb} {divergences} {word} after tuning. Increase `target_accept` or "
+            "reparameterize."
+        )
+    if draws < 100:
+        return [*found, _PYMC_FEW_DRAWS]
+    if chains == 1:
+        return [*found, _PYMC_ONE_CHAIN]
+    if chains < 4:
+        found.append(_PYMC_FEW_CHAINS)
+    r_hat = np.asarray(stats["r_hat"], dtype=float)
+    ess = np.asarray(stats["ess_bulk"], dtype=float)
+    if r_hat.size and np.nanmax(r_hat, initial=-np.inf) > 1.01:
+        found.append(_PYMC_RHAT)
+    if ess.size and np.nanmin(ess, initial=np.inf) / chains < 100:
+        found.append(_PYMC_ESS)
+    return found

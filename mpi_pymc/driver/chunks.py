@@ -13,6 +13,7 @@ import numpy as np
 from mpi_pymc.core.errors import on_every_rank as _on_every_rank
 from mpi_pymc.driver.checkpointing import what_is_kept
 from mpi_pymc.driver.job import Chains, Job, Sampled
+from mpi_pymc.driver.progress import SAMPLING
 from mpi_pymc.driver.signals import AGREED_STOPS, local_stop
 from mpi_pymc.sampling.stopping import (
     STOP_GOAL,
@@ -73,7 +74,7 @@ def sample_in_chunks(
         completed = partial(writer.mark_completed, sampled.draws_completed)
         _agreed_write(job, "writing draws", completed, kept)
         io_seconds += time.perf_counter() - t_io
-        progress.update("sampling", config.tune + sampled.draw, sampled.divergences)
+        progress.update(SAMPLING, config.tune + sampled.draw, sampled.divergences)
         if not sampled.stopped_by:
             t_goal = time.perf_counter()
             _check_goal(job, chains, sampled, writer)

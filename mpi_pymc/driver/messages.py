@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from mpi_pymc import __version__
 from mpi_pymc.core.config import RunConfig
+from mpi_pymc.diagnostics.summary import pymc_warnings
 from mpi_pymc.sampling.stopping import (
     STOP_GOAL,
     STOP_JOB_END,
@@ -17,8 +18,9 @@ from mpi_pymc.sampling.stopping import (
 def start_line(config: RunConfig, size: int, resuming: bool) -> str:
     """Rank 0's first line: what runs where, with which settings."""
     what = "resuming" if resuming else "sampling"
+    model = config.model_label or config.model_path or "the model"
     return (
-        f"mpi_pymc {__version__}: {what} {config.model_path or 'the model'} on {size} rank(s), "
+        f"mpi_pymc {__version__}: {what} {model} on {size} rank(s), "
         f"{config.chains} chains ({config.chain_method}, {config.sampler}, "
         f"{config.precision}), seed {config.seed}, {config.tune} tune + {config.draws} draws"
     )
@@ -36,8 +38,12 @@ def resume_line(config: RunConfig, outcome: str, draw: int, iteration: int) -> s
 def summary_lines(
     config: RunConfig, outcome: str, draw: int, summary: dict, divergences: int, io: str, timings
 ) -> list[str]:
-    """The finished run's report: table, warnings, the goal's verdict, where the draws are."""
-    lines = [summary["table"], *(f"warning: {line}" for line in summary["warnings"])]
+    """The finished run's report: table, warnings, the goal's verdict, where the draws are; with
+    ``--summary warnings`` (sample()) pm.sample's warnings and its closing line instead."""
+    if config.summary == "warnings":
+        lines = pymc_warnings(summary["stats"], int(config.chains or 1), draw, divergences)
+    else:
+        lines = [summary["table"], *(f"warning: {line}" for line in summary["warnings"])]
     tail = config.tail_goal
     tail_part = (
         "" if tail == config.until_ess else ("no tail ESS, " if not tail else f"tail ESS {tail}, ")
@@ -54,6 +60,14 @@ def summary_lines(
             f"{goal_progress(summary['stats'])}; resume is not possible for a complete run, "
             "start a longer one"
         )
+    if config.summary == "warnings":
+        chains, tune = int(config.chains or 1), config.tune
+        lines.append(
+            f"Sampling {chains} chain{'s' if chains > 1 else ''} for {tune:_d} tune and "
+            f"{draw:_d} draw iterations ({tune * chains:_d} + {draw * chains:_d} draws total) "
+            f"took {timings['total']:.0f} seconds; the draws are in {config.out}"
+        )
+        return lines
     lines.append(
         f"{divergences} divergences. Wrote {config.chains} chains x {draw} "
         f"draws to {config.out} ({io}); open with arviz.from_netcdf('{config.out}'). "

@@ -20,7 +20,7 @@ from mpi_pymc.driver.job import Job, RunResult
 from mpi_pymc.driver.messages import start_line
 from mpi_pymc.driver.model import compile_and_fingerprint, load_the_model, share_data
 from mpi_pymc.driver.output_file import job_end_time, open_output
-from mpi_pymc.driver.progress import Progress
+from mpi_pymc.driver.progress import COMPILING, LOADING, STARTING, WARMING_UP, Progress
 from mpi_pymc.driver.resume import check_resume_matches, settle_seed
 from mpi_pymc.driver.settings import bind_devices, guard_launcher, settle_settings
 from mpi_pymc.driver.warmup import warm_up
@@ -40,30 +40,42 @@ def run(config: RunConfig, comm=None, echo=print, model=None, interrupt=False) -
 
     job = Job(comm if comm is not None else MPI.COMM_WORLD.Clone(), config, echo)
     job.stop.install(interrupt)
+    progress = Progress(
+        job.rank == 0 and (config.progress if config.progress is not None else sys.stderr.isatty()),
+        config.tune + config.draws,
+        records=None if job.rank == 0 else False,
+        start=job.t_start,
+    )
+    job.echo = lambda line: progress.say(echo, line)  # never onto the progress line
     try:
-        return _run_phases(job, model)
+        return _run_phases(job, model, progress)
     except AgreedError:
         if job.writer is not None:  # every rank raised it at the same point: close together
             job.writer.abandon()
         raise
     finally:
+        progress.close()  # a failure's line starts on a line of its own
         release_output(job)
         if interrupt:
             job.stop.restore()
 
 
-def _run_phases(job: Job, model) -> RunResult:
-    """The driver's phases, in order."""
+def _run_phases(job: Job, model, progress: Progress) -> RunResult:
+    """The driver's phases, in order; ``progress`` names each before it starts."""
     config = job.config
+    progress.phase(STARTING)
     guard_launcher(job.size)
     original = config
     job.config = settle_settings(job, model is not None)
+    progress.total = max(job.config.tune + job.config.draws, 1)
     binding = bind_devices(job)
     check_output_path(job)
     ckpt = settle_seed(job, original)
     job.timings["startup"] = time.perf_counter() - job.t_start
+    progress.phase(LOADING)
     with job.timed("load_model"):
         model = load_the_model(job, model)
+    progress.phase(COMPILING)
     with job.timed("compile"):
         compiled = compile_and_fingerprint(job, model)
     if ckpt is not None:
@@ -77,11 +89,7 @@ def _run_phases(job: Job, model) -> RunResult:
     writer, io = open_output(job, chains, binding, node_data)
     deadline = Deadline.start(job.launched_at, job.config.max_time, job_end_time(job))
     saver = CheckpointSaver(job.config, compiled, chains.root_seed, job.comm, chains.chain_group)
-    progress = Progress(
-        job.rank == 0
-        and (job.config.progress if job.config.progress is not None else sys.stderr.isatty()),
-        job.config.tune + job.config.draws,
-    )
+    progress.phase(WARMING_UP)
     with job.timed("warmup"):
         sampled = warm_up(job, chains, saver, progress, deadline)
     sampled = sample_in_chunks(job, chains, sampled, writer, saver, progress, deadline)
@@ -98,5 +106,16 @@ def _run_phases(job: Job, model) -> RunResult:
         saver.remove()
         add_groups(job, model)
         if io == "shards" and job.config.pack:  # one file, unless too large (then it says so)
-            pack_on_rank0(job.comm, str(job.config.out), echo=job.echo)
+            _pack(job)
     return result
+
+
+def _pack(job: Job) -> None:
+    """Pack the shards into OUT; its line is printed, except under ``--summary warnings`` where
+    the closing line already named the file and only a file left shard-backed is news."""
+    if job.config.summary != "warnings":
+        pack_on_rank0(job.comm, str(job.config.out), echo=job.echo)
+        return
+    packed = pack_on_rank0(job.comm, str(job.config.out), echo=lambda line: None)
+    if packed.state == "kept":
+        job.say(packed.line())

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from mpi_pymc.driver.job import Chains, Job, Sampled
-from mpi_pymc.driver.progress import Progress
+from mpi_pymc.driver.progress import WARMING_UP, Progress
 from mpi_pymc.driver.signals import agreed_stop
 from mpi_pymc.sampling.stopping import Deadline
 
@@ -33,14 +33,14 @@ def warm_up(job: Job, chains: Chains, saver, progress: Progress, deadline: Deadl
             chains.state = sampler.warmup(chains.state, n)
             iteration = least_iteration(chains.state)
             saver.save(chains.state, iteration, 0)
-            progress.update("warmup  ", iteration, 0)
+            progress.update(WARMING_UP, iteration, 0)
             deadline.record(time.time() - t_chunk)
             stopped_by = agreed_stop(job.comm, job.stop, deadline)
     elif iteration < config.tune:
         chains.state = sampler.warmup(chains.state, config.tune)
         iteration = config.tune
         saver.save(chains.state, iteration, 0)
-        progress.update("warmup  ", config.tune, 0)
+        progress.update(WARMING_UP, config.tune, 0)
         stopped_by = agreed_stop(job.comm, job.stop, deadline)
     np.asarray(sampler.iterations(chains.state))  # wait for the device
     completed = np.full(int(config.chains or 0), draws_done, dtype=np.int64)
