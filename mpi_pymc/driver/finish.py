@@ -66,7 +66,7 @@ def metric_attrs(job: Job, chains: Chains) -> dict:
     ranks = np.concatenate(gathered)
     asked = job.config.metric
     if not ranks.max():
-        used = "diag" if asked == "diag" else f"diag ({asked}: no direction left the cutoff band)"
+        used = "diag" if asked == "diag" else f"diag ({asked} kept the diagonal)"
     else:
         used = f"{'dense' if asked == 'dense' else 'low_rank'} (rank {ranks.min()}-{ranks.max()})"
     return {"metric_used": used, "metric_rank": ranks}

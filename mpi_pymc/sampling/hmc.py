@@ -402,9 +402,11 @@ class AdaptiveHmc(ChunkedWarmup):
             return jax.lax.all_gather(value, GROUP_AXIS).reshape(-1, *value.shape[1:])
 
         pooled = gather if self.group_size > 1 else None
+        variance, n = self.pooled_variance(wf.n, wf.mean, wf.m2)
+        base = adaptation.regularised(variance, n)
         return jax.lax.cond(
             window_end,
-            lambda b, m: metrics.window_estimate(self.metric_kind, b, m, pooled),
+            lambda b, m: metrics.window_estimate(self.metric_kind, b, m, pooled, base),
             lambda b, m: m,
             buffer,
             old,

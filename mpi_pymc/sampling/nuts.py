@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mpi_pymc.sampling import adaptation
+from mpi_pymc.sampling import adaptation, metric_trial
 from mpi_pymc.sampling import metric as metrics
 from mpi_pymc.sampling.adaptation import warmup_schedule
 from mpi_pymc.sampling.base import DIVERGENCE_ENERGY, ChunkedWarmup, tree_depth
@@ -99,6 +99,7 @@ class NutsState(NamedTuple):
     da: adaptation.DualAveraging
     wf: adaptation.Welford  # the window's variance (--metric diag)
     buffer: metrics.Buffer  # the window's draws and gradients (the other metrics; 0 rows for diag)
+    trial: metric_trial.Trial  # --metric auto: the low-rank metric's trial against the diagonal
 
 
 class _Point(NamedTuple):
@@ -387,6 +388,7 @@ class Nuts(ChunkedWarmup):
         # Iterations before the first metric update (none when there is no slow window).
         self.early_until = int(ends[0]) + 1 if len(ends) and EARLY_DEPTH else 0
         self.pushes = adaptation.buffer_pushes(self.schedule, metrics.layout(metric, 1)[1])
+        self.trial_plan = metric_trial.plan(self.schedule)
 
     @classmethod
     def from_config(cls, compiled: CompiledModel, config: RunConfig) -> Nuts:
@@ -434,6 +436,7 @@ class Nuts(ChunkedWarmup):
             da=da,
             wf=wf,
             buffer=metrics.empty_buffer(position.size, rows, position.dtype),
+            trial=metric_trial.start(position.dtype),
         )
 
     def _transition(self, state: NutsState, data, randoms=None, depth_limit=None):
@@ -497,12 +500,13 @@ class Nuts(ChunkedWarmup):
         early = state.i < self.early_until
         depth_limit = jnp.where(early, min(EARLY_DEPTH, self.max_depth), self.max_depth)
         moved, stats = self._transition(state, data, randoms, depth_limit)
-        adapted = self._adapt(state, moved, stats["acceptance_rate"])
+        adapted = self._adapt(state, moved, stats)
         done = state.i >= self.tune
         adapted = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), moved, adapted)
         return adapted, moved.position, stats
 
-    def _adapt(self, old: NutsState, new: NutsState, accept_prob) -> NutsState:
+    def _adapt(self, old: NutsState, new: NutsState, stats) -> NutsState:
+        accept_prob = stats["acceptance_rate"]
         dtype = new.position.dtype
         index = jnp.minimum(old.i, self.tune - 1)
         slow = jnp.asarray(self.schedule.slow)[index]
@@ -518,8 +522,19 @@ class Nuts(ChunkedWarmup):
         wf = adaptation.welford(old.wf, new.position, slow)
         push = jnp.asarray(self.pushes)[index] & (old.i < self.tune)
         buffer = metrics.push(old.buffer, new.position, new.grad, push)
-        estimated = jax.lax.cond(
-            window_end, self._estimate, lambda wf, buffer, old: old, wf, buffer, old.metric
+        trial = old.trial
+        if self.metric_kind == "auto":
+            measured = jnp.asarray(self.trial_plan.measured)[index]
+            trial = metric_trial.record(trial, stats["n_steps"], stats["diverging"], measured)
+        estimated, trial = jax.lax.cond(
+            window_end,
+            self._estimate,
+            lambda wf, buffer, old, trial, index: (old, trial),
+            wf,
+            buffer,
+            old.metric,
+            trial,
+            index,
         )
         metric = jax.tree_util.tree_map(
             lambda a, b: jnp.where(window_end, a, b).astype(dtype), estimated, old.metric
@@ -529,6 +544,8 @@ class Nuts(ChunkedWarmup):
         noise = jnp.sqrt(2.0 / jnp.maximum(previous, 1.0) + 2.0 / jnp.maximum(wf.n, 1.0))
         bound = jnp.maximum(CONVERGED_RMS, CONVERGED_NOISE * noise)
         converged = window_end & (previous > 0) & (wf.n >= CONVERGED_WINDOW) & (change < bound)
+        if self.metric_kind == "auto":  # not before the trial has chosen the kind
+            converged = converged & metric_trial.decided(trial)
 
         # After a metric update the averaging restarts (n = 0), and the next iteration searches
         # the step size again from the current iterate (warmup_step).
@@ -546,13 +563,31 @@ class Nuts(ChunkedWarmup):
             ),
             wf=adaptation.restarted(wf, window_end, dtype),
             buffer=metrics.restarted(buffer, window_end),
+            trial=trial,
         )
 
-    def _estimate(self, wf: adaptation.Welford, buffer: metrics.Buffer, old: Metric) -> Metric:
-        """The metric the window so far gives: Stan's regularised variance (``diag``), or the
-        Fisher estimate from the window's buffered draws and gradients (the others; the old
-        metric while the buffer holds fewer than 3 draws)."""
+    def _estimate(self, wf, buffer: metrics.Buffer, old: Metric, trial, index):
+        """At a window's end, the metric for the next window and the auto metric's trial:
+        Stan's regularised variance (``diag``), the Fisher estimate from the window's buffered
+        draws and gradients (``low_rank``, ``dense``; the old metric while the buffer holds
+        fewer than 3 draws), or for ``auto`` the kind its trial chose (metric_trial)."""
+        variance = wf.m2 / jnp.maximum(wf.n - 1.0, 1.0)
+        diagonal = metrics.diagonal(adaptation.regularised(variance, wf.n), old.values.shape[-1])
         if self.metric_kind == "diag":
-            variance = wf.m2 / jnp.maximum(wf.n - 1.0, 1.0)
-            return old._replace(inv_diag=adaptation.regularised(variance, wf.n))
-        return metrics.window_estimate(self.metric_kind, buffer, old)
+            return old._replace(inv_diag=diagonal.inv_diag), trial
+        low_rank = metrics.window_estimate(
+            self.metric_kind, buffer, old, base_diag=diagonal.inv_diag
+        )
+        if self.metric_kind != "auto":
+            return low_rank, trial
+        plan = self.trial_plan
+        trial, use_low_rank = metric_trial.at_window_end(
+            trial,
+            jnp.asarray(plan.trial_starts)[index],
+            jnp.asarray(plan.trial_ends)[index],
+            metrics.rank(low_rank) > 0,
+        )
+        chosen = jax.tree_util.tree_map(
+            lambda a, b: jnp.where(use_low_rank, a, b).astype(b.dtype), low_rank, diagonal
+        )
+        return chosen, trial
