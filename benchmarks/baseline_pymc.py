@@ -1,12 +1,15 @@
 """Run one PyMC sampler on a model file and print one JSON line with its figures.
 
     python benchmarks/baseline_pymc.py MODEL.py[:NAME] --method pymc|numpyro_vectorized|
-        numpyro_parallel|nutpie|nutpie_jax --chains 4 --tune 1000 --draws 1000 --seed 1 --cores 8
+        numpyro_parallel|nutpie|nutpie_jax|nutpie_jax_low_rank --chains 4 --tune 1000
+        --draws 1000 --seed 1 --cores 8
 
 What PyMC users run today, for ``python -m mpi_pymc bench baseline``: ``pm.sample()`` with its
 default sampler (``cores=`` the machine's cores), ``pm.sample(nuts_sampler="numpyro")`` with
 ``chain_method="vectorized"`` or ``"parallel"``, and ``pm.sample(nuts_sampler="nutpie")`` with
-nutpie's default numba backend or (``nutpie_jax``) its JAX backend and JAX gradients. Always
+nutpie's default numba backend or (``nutpie_jax``) its JAX backend and JAX gradients, and
+(``nutpie_jax_low_rank``) the same with ``low_rank_modified_mass_matrix=True``, nutpie's
+low-rank-plus-diagonal mass matrix, everything else at nutpie's defaults. Always
 float64. The model is loaded the way ``mpi_pymc run`` loads it. Min bulk/tail ESS and max R-hat
 come from ArviZ over every posterior variable (Deterministics included, as mpi_pymc does).
 The caller times the whole process; the phases inside are reported too. A missing sampler
@@ -24,7 +27,16 @@ import time
 from pathlib import Path
 
 T_START = time.perf_counter()
-METHODS = ("pymc", "numpyro_vectorized", "numpyro_parallel", "nutpie", "nutpie_jax")
+# The same names as mpi_pymc.bench.launching.BASELINE_METHODS (a test checks); not imported
+# from there so that nothing of mpi_pymc is imported before the timed imports below.
+METHODS = (
+    "pymc",
+    "numpyro_vectorized",
+    "numpyro_parallel",
+    "nutpie",
+    "nutpie_jax",
+    "nutpie_jax_low_rank",
+)
 
 
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -143,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         # nutpie_jax: the log-density and its gradient both through JAX (nutpie's "jax" backend
         # with gradient_backend="jax"), the fastest nutpie a PyMC user can pick on a CPU.
-        backend = "jax" if args.method == "nutpie_jax" else args.nutpie_backend
+        # nutpie_jax_low_rank: the same with nutpie's low-rank-plus-diagonal mass matrix
+        # (pm.sample passes the keyword through to nutpie.sample).
+        backend = "jax" if args.method.startswith("nutpie_jax") else args.nutpie_backend
         kwargs["nuts_sampler"] = "nutpie"
         kwargs["nuts_sampler_kwargs"] = {"cores": args.cores, "backend": backend}
         if backend == "jax":
@@ -151,9 +165,13 @@ def main(argv: list[str] | None = None) -> int:
 
             jax.config.update("jax_enable_x64", True)
             kwargs["nuts_sampler_kwargs"]["gradient_backend"] = "jax"
+        if args.method == "nutpie_jax_low_rank":
+            kwargs["nuts_sampler_kwargs"]["low_rank_modified_mass_matrix"] = True
         record["nutpie_backend"] = backend
         record["devices"] = ["cpu"] if backend == "numba" else [str(d) for d in jax.devices()]
 
+    if "nuts_sampler_kwargs" in kwargs:
+        record["nuts_sampler_kwargs"] = dict(kwargs["nuts_sampler_kwargs"])
     t0 = time.perf_counter()
     idata = pm.sample(**kwargs)
     record["sample_seconds"] = time.perf_counter() - t0

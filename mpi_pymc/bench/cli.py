@@ -70,8 +70,9 @@ modes:
   weak      fixed --chains-per-rank on each of --ranks (default 1,2,4,... up to the cores)
   strong    fixed total --chains spread over --ranks
   chains    --chain-counts chains on one rank (one GPU with --gpus-per-rank 1)
-  baseline  pm.sample() default, numpyro vectorized/parallel and nutpie, each in its own
-            process, then mpi_pymc on --ranks; same chains, tune, draws, float64
+  baseline  pm.sample() default, numpyro vectorized/parallel and nutpie (numba, JAX, and JAX
+            with its low-rank mass matrix), each in its own process, then mpi_pymc on
+            --ranks; same chains, tune, draws, float64
 
 Model size comes from the model file; for examples/logistic_regression.py set
 MPI_PYMC_N / MPI_PYMC_D (or pass --env MPI_PYMC_N=500000). Inside a SLURM job the points are

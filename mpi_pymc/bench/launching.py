@@ -16,7 +16,14 @@ from pathlib import Path
 from mpi_pymc.bench.figures import ess_per_rank_hour, ess_per_second, point_figures
 from mpi_pymc.bench.machine import first_cores
 
-BASELINE_METHODS = ("pymc", "numpyro_vectorized", "numpyro_parallel", "nutpie", "nutpie_jax")
+BASELINE_METHODS = (
+    "pymc",
+    "numpyro_vectorized",
+    "numpyro_parallel",
+    "nutpie",
+    "nutpie_jax",
+    "nutpie_jax_low_rank",
+)
 BASELINE_TITLES = {
     "pymc": "pm.sample() (PyMC NUTS, cores=N)",
     "numpyro_vectorized": 'pm.sample(nuts_sampler="numpyro", chain_method="vectorized")',
@@ -24,6 +31,8 @@ BASELINE_TITLES = {
     "nutpie": 'pm.sample(nuts_sampler="nutpie")',
     "nutpie_jax": 'pm.sample(nuts_sampler="nutpie", nuts_sampler_kwargs={"backend": "jax", '
     '"gradient_backend": "jax"})',
+    "nutpie_jax_low_rank": 'pm.sample(nuts_sampler="nutpie", nuts_sampler_kwargs={"backend": '
+    '"jax", "gradient_backend": "jax", "low_rank_modified_mass_matrix": True})',
 }
 TIMING_KEYS = (
     "startup",

@@ -36,6 +36,33 @@ def test_parse_int_list():
     assert powers_of_two_up_to(1) == [1]
 
 
+def test_baseline_methods_match_the_script_and_have_titles():
+    import importlib.util
+
+    from mpi_pymc.bench.launching import BASELINE_METHODS, BASELINE_SCRIPT, BASELINE_TITLES
+
+    spec = importlib.util.spec_from_file_location("baseline_pymc", BASELINE_SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.METHODS == BASELINE_METHODS
+    assert set(BASELINE_TITLES) == set(BASELINE_METHODS)
+    assert "nutpie_jax_low_rank" in BASELINE_METHODS
+    assert "low_rank_modified_mass_matrix" in BASELINE_TITLES["nutpie_jax_low_rank"]
+    parsed = script._parse(["m.py", "--method", "nutpie_jax_low_rank"])
+    assert parsed.method == "nutpie_jax_low_rank"
+
+
+def test_every_baseline_is_accepted_and_a_list_is_run_in_order(tmp_path):
+    from mpi_pymc.bench.cli import _validated
+    from mpi_pymc.bench.launching import BASELINE_METHODS
+
+    args = parse(["baseline", str(LOGISTIC), "--ranks", "1", "--outdir", str(tmp_path),
+                  "--baselines", "nutpie_jax_low_rank,numpyro_parallel"])  # fmt: skip
+    assert _validated(args)["baselines"] == ["nutpie_jax_low_rank", "numpyro_parallel"]
+    args = parse(["baseline", str(LOGISTIC), "--ranks", "1", "--outdir", str(tmp_path)])
+    assert _validated(args)["baselines"] == list(BASELINE_METHODS)
+
+
 # --- validation and real runs -----------------------------------------------------------------
 
 
