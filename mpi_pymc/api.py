@@ -337,8 +337,8 @@ def postprocess(
     """
     from mpi4py import MPI
 
-    from mpi_pymc.postprocess.run import postprocess as run_pass
-    from mpi_pymc.postprocess.settings import PostprocessConfig, parse_size
+    from mpi_pymc.postprocessing.run import postprocess as run_pass
+    from mpi_pymc.postprocessing.settings import PostprocessConfig, parse_size
 
     model, model_path, model_name = _resolve_model(model)
     config = PostprocessConfig(

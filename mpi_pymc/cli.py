@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("path", metavar="OUT.h5")
 
     from mpi_pymc import bench
-    from mpi_pymc.postprocess.settings import add_parser as add_postprocess_parser
+    from mpi_pymc.postprocessing.settings import add_parser as add_postprocess_parser
 
     add_postprocess_parser(commands)
     bench.add_parser(commands)
@@ -156,8 +156,8 @@ def _command(args: argparse.Namespace, argv: list[str], comm) -> int:
         ignore_stop_signals()  # this process only exits now: a late walltime signal is moot
         return EXIT_CHECKPOINTED if result.resumable else EXIT_OK
     if args.command == "postprocess":
-        from mpi_pymc.postprocess.run import postprocess
-        from mpi_pymc.postprocess.settings import config_from_args as pass_config_from_args
+        from mpi_pymc.postprocessing.run import postprocess
+        from mpi_pymc.postprocessing.settings import config_from_args as pass_config_from_args
 
         try:
             pass_config = pass_config_from_args(args)

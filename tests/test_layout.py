@@ -18,7 +18,7 @@ LAYERS = {
     "sampling": 2,
     "diagnostics": 2,
     "output": 2,
-    "postprocess": 3,
+    "postprocessing": 3,
     "driver": 4,
     # The front doors and tools, each above what it uses.
     "options": 5,
@@ -71,3 +71,21 @@ def test_imports_go_down_the_layers(path: Path):
         if other != unit and LAYERS[other] >= LAYERS[unit]
     ]
     assert not wrong, f"{path.relative_to(ROOT)} (layer {LAYERS[unit]}) imports {wrong}"
+
+
+def test_no_sub_package_shadows_a_public_name():
+    """Importing a sub-package sets it as an attribute of ``mpi_pymc``: one named like a public
+    function (``postprocess``) would replace that function for every user after the first run."""
+    import importlib
+
+    import mpi_pymc
+
+    public = {name: getattr(mpi_pymc, name) for name in mpi_pymc.__all__}
+    for path in MODULES:
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] in ("__main__",):
+            continue
+        name = ".".join(("mpi_pymc", *parts)).removesuffix(".__init__")
+        importlib.import_module(name)
+    for name, value in public.items():
+        assert getattr(mpi_pymc, name) is value, name

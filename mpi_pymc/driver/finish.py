@@ -110,8 +110,8 @@ def _peak_rss_mb() -> float:
 def add_groups(job: Job, model) -> None:
     """``--log-likelihood``/``--posterior-predictive``: the post-processing pass on the same
     ranks, over the complete file (the output lock is still held)."""
-    from mpi_pymc.postprocess.run import postprocess
-    from mpi_pymc.postprocess.settings import PostprocessConfig
+    from mpi_pymc.postprocessing.run import postprocess
+    from mpi_pymc.postprocessing.settings import PostprocessConfig
 
     config = job.config
     if not (config.log_likelihood or config.posterior_predictive):

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mpi_pymc.core.config import UserError
-from mpi_pymc.postprocess.settings import LOG_LIKELIHOOD, POSTERIOR_PREDICTIVE, PostprocessConfig
+from mpi_pymc.postprocessing.settings import LOG_LIKELIHOOD, POSTERIOR_PREDICTIVE, PostprocessConfig
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from mpi_pymc.postprocess.plan import RunFacts
+    from mpi_pymc.postprocessing.plan import RunFacts
 
 
 @dataclass

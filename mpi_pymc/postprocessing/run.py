@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from mpi_pymc.core.config import UserError
 from mpi_pymc.core.errors import AgreedError, on_every_rank
-from mpi_pymc.postprocess.plan import (
+from mpi_pymc.postprocessing.plan import (
     Plan,
     _needed_bytes,
     check_disk,
@@ -18,8 +18,8 @@ from mpi_pymc.postprocess.plan import (
     plan_line,
     read_run_facts,
 )
-from mpi_pymc.postprocess.pointwise import Pointwise, build_pointwise, check_same_model
-from mpi_pymc.postprocess.settings import PostprocessConfig, PostprocessResult, validate
+from mpi_pymc.postprocessing.pointwise import Pointwise, build_pointwise, check_same_model
+from mpi_pymc.postprocessing.settings import PostprocessConfig, PostprocessResult, validate
 
 if TYPE_CHECKING:
     import numpy as np

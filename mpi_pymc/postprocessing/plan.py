@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mpi_pymc.core.config import UserError
-from mpi_pymc.postprocess.settings import (
+from mpi_pymc.postprocessing.settings import (
     CHUNK_BYTES,
     METADATA_ALLOWANCE,
     WORKING_MEMORY_FACTOR,
@@ -21,7 +21,7 @@ from mpi_pymc.postprocess.settings import (
 if TYPE_CHECKING:
     import numpy as np
 
-    from mpi_pymc.postprocess.pointwise import Pointwise
+    from mpi_pymc.postprocessing.pointwise import Pointwise
 
 
 @dataclass
