@@ -205,7 +205,10 @@ class AdaptiveHmc(ChunkedWarmup):
         metric: str = "diag",
     ):
         self.logdensity = logdensity
-        self.metric_kind = metric
+        # auto: the low-rank correction where an adaptation group pools its windows (at least
+        # 4 draws per chain, G x 4 in all: enough for the Gaussian check of every direction);
+        # a chain alone keeps Stan's diagonal (hmc has no trial window, as NUTS's auto has).
+        self.metric_kind = "diag" if metric == "auto" and group_size == 1 else metric
         self.tune = tune
         self.target_accept = target_accept
         self.max_steps = max_steps
