@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import SingleDeviceSharding
 
 from mpi_pymc.core.config import RunConfig
 from mpi_pymc.model.compile import CompiledModel
@@ -285,7 +286,7 @@ class ChainGroupSampler:
             targets = [(pad_chains(example, placement.padded), placement.chain_sharding(),
                         placement.replicated())]  # fmt: skip
         elif not self.vectorized and placement.used > 1:
-            targets = [(example, device, device) for device in placement.devices]
+            targets = [(example, SingleDeviceSharding(d), d) for d in placement.devices]
         else:
             targets = [(example, None, None)]
         lowered = []

@@ -51,14 +51,16 @@ def _sample(compiled, model, method: str, chains: range, adapt_group: int = 1):
             state = sampler.warmup(state, CHUNK)
     else:
         state = sampler.warmup(state, TUNE)
-    drawn, lps = [], []
+    drawn, lps, step_sizes = [], [], []
     for start in range(0, DRAWS, CHUNK):
         state, positions, stats = sampler.sample(state, min(CHUNK, DRAWS - start))
         drawn.append(np.asarray(positions))
         lps.append(np.asarray(stats["lp"]))
+        step_sizes.append(np.asarray(stats["step_size"]))
     return {
         "positions": np.concatenate(drawn, axis=1),
         "lp": np.concatenate(lps, axis=1),
+        "step_size": np.concatenate(step_sizes, axis=1),
         "chains_per_device": dict(sampler.chains_per_device),
         "used": sampler.placement(len(chains)).used,
     }
@@ -73,57 +75,68 @@ def _worker(out: str) -> None:
 
     model = _model()
     compiled = compile_model(model, "float64")
+    devices = len(jax.local_devices())
     cases = {
         "sequential": _sample(compiled, model, "sequential", range(5)),
         "vectorized": _sample(compiled, model, "vectorized", range(4)),
-        "vectorized_padded": _sample(compiled, model, "vectorized", range(5)),
     }
-    if len(jax.local_devices()) == 1:
-        # What one device (or one of two ranks) runs for two chains: the same block as one of
-        # two devices running four.
-        pairs = [_sample(compiled, model, "vectorized", range(c, c + 2)) for c in (0, 2)]
-        cases["vectorized_pairs"] = {
-            key: np.concatenate([pair[key] for pair in pairs]) for key in ("positions", "lp")
-        }
+    if devices > 1:
+        cases["vectorized_padded"] = _sample(compiled, model, "vectorized", range(5))
+    if devices == 2:  # two adaptation groups of two chains, one on each device
+        cases["grouped"] = _sample(compiled, model, "vectorized", range(4), adapt_group=2)
     arrays = {f"{case}/{k}": v for case, found in cases.items() for k, v in found.items()
               if isinstance(v, np.ndarray)}  # fmt: skip
     np.savez(out, **arrays)
     meta = {case: {k: v for k, v in found.items() if not isinstance(v, np.ndarray)}
             for case, found in cases.items()}  # fmt: skip
-    meta["devices"] = len(jax.local_devices())
+    meta["devices"] = devices
     Path(out + ".json").write_text(json.dumps(meta))
+
+
+class _Runs:
+    """The worker's results on k host devices, one subprocess per k, started on first need
+    (two at a time, side by side), so no test waits for more than two."""
+
+    def __init__(self, tmp: Path):
+        self.tmp, self.procs, self.found = tmp, {}, {}
+
+    def start(self, k: int) -> None:
+        if k in self.procs:
+            return
+        environment = env()
+        environment["PYTHONPATH"] += os.pathsep + str(Path(__file__).parent.parent)  # helpers
+        environment.update(JAX_NUM_CPU_DEVICES=str(k), JAX_PLATFORMS="cpu")
+        out = str(self.tmp / f"k{k}.npz")
+        self.procs[k] = (out, subprocess.Popen([sys.executable, __file__, out], env=environment,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))  # fmt: skip
+
+    def __getitem__(self, k: int) -> dict:
+        if k not in self.found:
+            self.start(k)
+            out, proc = self.procs[k]
+            try:
+                _, stderr = proc.communicate(timeout=300)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                pytest.fail(f"the worker on {k} devices hung")
+            assert proc.returncode == 0, stderr
+            with np.load(out) as data:
+                self.found[k] = {key: data[key] for key in data.files}
+            self.found[k]["meta"] = json.loads(Path(out + ".json").read_text())
+        return self.found[k]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The cases on 1, 2 and 4 host devices, the three processes side by side."""
-    tmp = tmp_path_factory.mktemp("devices")
-    procs = {}
-    for k in (1, 2, 4):
-        environment = env()
-        environment["PYTHONPATH"] += os.pathsep + str(Path(__file__).parent.parent)  # helpers
-        environment = {**environment, "JAX_NUM_CPU_DEVICES": str(k), "JAX_PLATFORMS": "cpu",
-                       "XLA_FLAGS": f"--xla_force_host_platform_device_count={k}"}  # fmt: skip
-        out = str(tmp / f"k{k}.npz")
-        cmd = [sys.executable, __file__, out]
-        procs[k] = (out, subprocess.Popen(cmd, env=environment, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True))  # fmt: skip
-    found = {}
-    for k, (out, proc) in procs.items():
-        try:
-            _, stderr = proc.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail(f"{k} devices: hung")
-        assert proc.returncode == 0, stderr
-        with np.load(out) as data:
-            found[k] = {key: data[key] for key in data.files}
-        found[k]["meta"] = json.loads(Path(out + ".json").read_text())
+    found = _Runs(tmp_path_factory.mktemp("devices"))
+    found.start(1)
+    found.start(2)
     return found
 
 
-def test_the_rank_sees_the_host_devices_it_was_started_with(runs):
-    assert [runs[k]["meta"]["devices"] for k in (1, 2, 4)] == [1, 2, 4]
+@pytest.mark.parametrize("devices", [1, 2, 4])
+def test_the_rank_sees_the_host_devices_it_was_started_with(runs, devices):
+    assert runs[devices]["meta"]["devices"] == devices
 
 
 @pytest.mark.parametrize("devices", [2, 4])
@@ -140,8 +153,9 @@ def test_every_device_runs_its_share_of_the_chains(runs, devices):
     expected = {  # chains each device runs per call
         "sequential": np.bincount(np.arange(5) % devices),  # round-robin
         "vectorized": [4 // devices] * devices,
-        "vectorized_padded": {1: [5], 2: [3, 2], 4: [2, 2, 1]}[devices],  # 2 per device, on 3
     }
+    if devices > 1:
+        expected["vectorized_padded"] = {2: [3, 2], 4: [2, 2, 1]}[devices]  # 4: 2 each, on 3
     for case, per_call in expected.items():
         found = {int(d): n for d, n in meta[case]["chains_per_device"].items()}
         assert meta[case]["used"] == len(per_call), case
@@ -150,17 +164,28 @@ def test_every_device_runs_its_share_of_the_chains(runs, devices):
         assert found == {d: calls * int(n) for d, n in enumerate(per_call)}, case
 
 
-def test_vectorized_device_blocks_match_one_device_running_the_same_blocks(runs):
-    """Four chains on two devices against one device running the same two-chain blocks. Not
-    bit for bit: XLA compiles a block under a multi-device shard_map with other rounding than
-    the one-device program (measured: 1.7e-9 apart after 60 NUTS iterations), so a vectorized
-    chain's draws depend on the device count in the last bits, as they do on the chains per
-    device; sequential chains (the CPU default) are bit-identical (above)."""
+@pytest.mark.parametrize("devices", [2, 4])
+def test_vectorized_chains_match_one_device(runs, devices):
+    """Not bit for bit: XLA rounds a block under a multi-device shard_map otherwise than the
+    one-device program (1.7e-9 apart after 60 NUTS iterations, for the same two chains), and a
+    batch of 2 otherwise than one of 4; sequential chains (the CPU default) are bit-identical."""
     for key in ("positions", "lp"):
         np.testing.assert_allclose(
-            runs[2][f"vectorized/{key}"], runs[1][f"vectorized_pairs/{key}"], rtol=1e-6,
+            runs[devices][f"vectorized/{key}"], runs[1][f"vectorized/{key}"], rtol=1e-6,
             err_msg=key,
         )  # fmt: skip
+
+
+def test_adaptation_groups_stay_whole_on_one_device_each(runs):
+    """hmc --adapt-group 2, four chains on two devices: a group's chains share their adapted
+    step size (pooled within the device), the two groups adapt apart."""
+    step_size = runs[2]["grouped/step_size"]
+    np.testing.assert_array_equal(step_size[0], step_size[1])
+    np.testing.assert_array_equal(step_size[2], step_size[3])
+    assert step_size[0, 0] != step_size[2, 0]
+    per_device = runs[2]["meta"]["grouped"]["chains_per_device"]
+    assert sorted(per_device) == ["0", "1"] and per_device["0"] == per_device["1"]
+    assert np.isfinite(runs[2]["grouped/lp"]).all()
 
 
 @pytest.mark.parametrize("devices", [2, 4])
