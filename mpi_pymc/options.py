@@ -115,7 +115,11 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--gpus-per-rank",
         type=_positive_int,
-        help="GPUs each rank binds (default 1 when GPUs are visible, else CPU; 0 forces CPU)",
+        help="GPUs each rank binds (default 1 when GPUs are visible, else CPU; 0 forces CPU). "
+        "A rank with k GPUs splits its chains over all k (fewer if it has fewer chains): "
+        "vectorized, each GPU vmaps its own block of chains; sequential, chain i runs on GPU "
+        "i %% k. A CPU rank started with JAX_NUM_CPU_DEVICES=k does the same over k host "
+        "devices",
     )
     g.add_argument("--out", help="output HDF5 file (default MODEL.h5)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output file")

@@ -28,6 +28,11 @@ class Binding:
     cpu_threads: int
     cpus: tuple[int, ...] = ()  # cores this rank was pinned to by mpi_pymc (empty: not pinned)
     launcher_cpus: tuple[int, ...] = ()  # the affinity the launcher gave it
+    # Known once JAX has started (driver.chains.record_devices): the JAX devices of the bound
+    # platform this rank sees (GPUs, or JAX_NUM_CPU_DEVICES host devices) and how many of them
+    # run its chains (all, unless it has fewer chains than devices).
+    local_devices: int = 0
+    chain_devices: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)

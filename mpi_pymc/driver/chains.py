@@ -24,6 +24,9 @@ def init_chains(
     root_seed = int(job.config.seed or 0)
     chain_group = seeding.chain_group(int(job.config.chains or 0), job.size, job.rank)
     sampler = ChainGroupSampler(compiled, job.config)
+    _on_every_rank(
+        job.comm, "placing the chains on devices", lambda: sampler.placement(len(chain_group))
+    )
     compiling = BackgroundCompile(job, sampler, len(chain_group), background=platform != "cpu")
     starts = _on_every_rank(
         job.comm,
@@ -38,6 +41,14 @@ def init_chains(
     if ckpt is not None:
         state = restore_state(state, ckpt, chain_group)
     return Chains(compiled, chain_group, root_seed, sampler, state, ckpt, compiling)
+
+
+def record_devices(binding, chains: Chains):
+    """The binding, with how many JAX devices the rank has and how many of them run chains."""
+    from dataclasses import replace
+
+    placement = chains.sampler.placement(len(chains.chain_group))
+    return replace(binding, local_devices=len(chains.sampler.devices), chain_devices=placement.used)
 
 
 def check_translation(job: Job, compiled, model, starts) -> None:
@@ -84,7 +95,7 @@ class BackgroundCompile:
 
     def _compile(self, sampler, abstract) -> None:
         try:
-            sampler.precompile(abstract, self.mine, abstract=True)
+            sampler.precompile(abstract, self.mine, abstract=True, chains=self.chains)
         except BaseException as exc:  # noqa: BLE001  (re-raised by join, on the main thread)
             self.error = exc
 

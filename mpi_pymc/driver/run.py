@@ -11,7 +11,7 @@ import time
 
 from mpi_pymc.core.config import RunConfig
 from mpi_pymc.core.errors import AgreedError
-from mpi_pymc.driver.chains import compile_programs, init_chains
+from mpi_pymc.driver.chains import compile_programs, init_chains, record_devices
 from mpi_pymc.driver.checkpointing import CheckpointSaver
 from mpi_pymc.driver.chunks import sample_in_chunks
 from mpi_pymc.driver.claim import check_output_path, release_output
@@ -84,6 +84,7 @@ def _run_phases(job: Job, model, progress: Progress) -> RunResult:
     job.say(start_line(job.config, job.size, resuming=ckpt is not None))
     with job.timed("init"):
         chains = init_chains(job, compiled, model, ckpt, binding.platform)
+    binding = record_devices(binding, chains)
     with job.timed("jit"):
         compile_programs(job, chains)
     writer, io = open_output(job, chains, binding, node_data)

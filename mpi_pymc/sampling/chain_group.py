@@ -10,16 +10,24 @@ state, PRNG key, iteration — so a checkpoint is the state.
 
 from __future__ import annotations
 
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import SingleDeviceSharding
 
 from mpi_pymc.core.config import RunConfig
 from mpi_pymc.model.compile import CompiledModel
 from mpi_pymc.sampling.base import GROUP_AXIS, STAT_NAMES, SamplerBackend
+from mpi_pymc.sampling.chain_devices import (
+    ChainPlacement,
+    pad_chains,
+    place_chains,
+    shard_chains,
+)
 from mpi_pymc.sampling.registry import backend_for
 
 __all__ = [
@@ -109,37 +117,88 @@ def _unstack(tree, n: int):
 
 
 class ChainGroupSampler:
-    """Runs the chains of one rank; states are batched over the rank's chains."""
+    """Runs the chains of one rank; states are batched over the rank's chains, which run on
+    all the rank's local devices (:mod:`~mpi_pymc.sampling.chain_devices`)."""
 
-    def __init__(self, compiled: CompiledModel, config: RunConfig):
+    def __init__(self, compiled: CompiledModel, config: RunConfig, devices=None):
         self.backend: SamplerBackend = backend_for(config.sampler)(compiled, config)
         self.compiled = compiled
         self.vectorized = config.chain_method == "vectorized"
         self.tune = config.tune
         self.chunk = min(config.chunk_draws, max(config.draws, config.tune, 1))
         self.group_size = config.adapt_group
+        self.devices = tuple(jax.local_devices() if devices is None else devices)
         self._cache: dict = {}
+        self._data_on: dict = {}  # the model's data, placed once per device or mesh
+        # Chains each device ran, counted from where the results were computed: the evidence
+        # that every device worked (its dummies not counted).
+        self.chains_per_device: Counter[int] = Counter()
+
+    def placement(self, chains: int) -> ChainPlacement:
+        """Which devices run this rank's ``chains`` (raises ``UserError`` for adaptation groups
+        that do not divide evenly over them)."""
+        return place_chains(chains, self.devices, self.vectorized, self.group_size)
 
     @property
     def warmup_in_chunks(self) -> bool:
         """Whether :meth:`warmup` advances ``n`` iterations (True) or the whole warmup."""
         return self.backend.warmup_in_chunks
 
-    def _compiled_fn(self, name: str, fn, in_axes):
-        """jit (and vmap, when vectorized) ``fn`` once per name."""
-        if name not in self._cache:
+    def _compiled_fn(self, name: str, fn, in_axes, placement: ChainPlacement | None = None):
+        """jit (and vmap, when vectorized) ``fn`` once per name; vectorized, the vmapped block
+        of chains runs on each device of the ``placement`` under ``shard_map``. (A sequential
+        program is one jit: JAX compiles it once for each device its chains are placed on.)"""
+        # One device runs the plain vmap (as before devices were split): a shard_map over one
+        # device gave the same draws as over two no more than it did.
+        mesh = placement if self.vectorized and placement and placement.used > 1 else None
+        key = (name, mesh.devices if mesh is not None else None)
+        if key not in self._cache:
             mapped = vmap_chains(fn, in_axes, self.group_size) if self.vectorized else fn
-            self._cache[name] = jax.jit(mapped)
-        return self._cache[name]
+            if mesh is not None:
+                mapped = shard_chains(mapped, in_axes, mesh)
+            self._cache[key] = jax.jit(mapped)
+        return self._cache[key]
+
+    def _placed(self, args, target):
+        """``args`` with the model's data moved to ``target`` (a device or a sharding) once,
+        not at every call; the other shared arguments are scalars that follow."""
+        if target not in self._data_on:
+            self._data_on[target] = jax.device_put(self.compiled.data, target)
+        return [self._data_on[target] if arg is self.compiled.data else arg for arg in args]
 
     def _map_chains(self, name: str, fn, in_axes, batched_args, shared_args):
-        """Apply a per-chain function to every chain of the group, by the chosen method."""
-        mapped = self._compiled_fn(name, fn, in_axes)
-        if self.vectorized:
-            return mapped(*batched_args, *shared_args)
+        """Apply a per-chain function to every chain of the group, by the chosen method, on
+        every device the group's :meth:`placement` uses."""
         count = jax.tree_util.tree_leaves(batched_args[0])[0].shape[0]
+        placement = self.placement(count)
+        mapped = self._compiled_fn(name, fn, in_axes, placement)
+        if self.vectorized:
+            if placement.used == 1:
+                self.chains_per_device[placement.devices[0].id] += count
+                return mapped(*batched_args, *shared_args)
+            batched = pad_chains(list(batched_args), placement.padded)
+            batched = jax.device_put(batched, placement.chain_sharding())
+            out = mapped(*batched, *self._placed(shared_args, placement.replicated()))
+            for shard in jax.tree_util.tree_leaves(out)[0].addressable_shards:
+                real = range(count)[shard.index[0]] if shard.index else range(count)
+                self.chains_per_device[shard.device.id] += len(real)
+            if placement.padded == count:
+                return out
+            return jax.tree_util.tree_map(lambda x: x[:count], out)  # the dummies dropped
         per_chain = [_unstack(arg, count) for arg in batched_args]
-        return _stack([mapped(*args, *shared_args) for args in zip(*per_chain, strict=True)])
+        if placement.used == 1:
+            self.chains_per_device[placement.devices[0].id] += count
+            return _stack([mapped(*args, *shared_args) for args in zip(*per_chain, strict=True)])
+        # Every call is dispatched before any result is awaited (_stack), so the devices run
+        # their chains side by side.
+        results = []
+        for i, args in enumerate(zip(*per_chain, strict=True)):
+            device = placement.device_of(i)
+            result = mapped(*jax.device_put(args, device), *self._placed(shared_args, device))
+            for ran_on in jax.tree_util.tree_leaves(result)[0].devices():
+                self.chains_per_device[ran_on.id] += 1
+            results.append(result)
+        return _stack(results)
 
     def init(self, keys: np.ndarray, positions: np.ndarray):
         return self._map_chains(
@@ -206,25 +265,55 @@ class ChainGroupSampler:
         mapped = self._compiled_fn("init", self.backend.init, (0, 0, None))
         return jax.eval_shape(mapped, keys, positions, self.compiled.data)
 
-    def precompile(self, state, names: list[str] | None = None, abstract: bool = False) -> None:
+    def precompile(
+        self,
+        state,
+        names: list[str] | None = None,
+        abstract: bool = False,
+        chains: int | None = None,
+    ) -> None:
         """Compile (not run) the warmup and/or sampling programs, filling JAX's persistent cache.
 
         In a run, ranks 0 and 1 compile one program each, side by side, and every rank then
         loads both from the cache instead of compiling them again. ``abstract``: ``state`` is
         :meth:`abstract_state`, so this can run while :meth:`init` computes the real one.
+        ``chains``: the rank's chain count (read from ``state`` when it is batched), which
+        decides the devices the programs are compiled for.
         """
+        if chains is None:
+            batched = self.vectorized or not abstract
+            chains = jax.tree_util.tree_leaves(state)[0].shape[0] if batched else 1
+        placement = self.placement(chains)
         example = state if (self.vectorized or abstract) else _unstack(state, 1)[0]
         (w_name, w_fn, w_axes), (s_name, s_fn, s_axes) = self._programs()
         chunk = jnp.asarray(self.chunk)
-        data = self.compiled.data
         names = self.program_names() if names is None else names
+        # Where the programs run: the mesh (vectorized), each device (sequential), or as is.
+        targets: list[tuple[Any, Any, Any]]
+        if self.vectorized and placement.used > 1:
+            targets = [(pad_chains(example, placement.padded), placement.chain_sharding(),
+                        placement.replicated())]  # fmt: skip
+        elif not self.vectorized and placement.used > 1:
+            targets = [(example, SingleDeviceSharding(d), d) for d in placement.devices]
+        else:
+            targets = [(example, None, None)]
         lowered = []
-        if self.tune and w_name in names:
-            warmup_args = (chunk, data) if self.warmup_in_chunks else (data,)
-            lowered.append(self._compiled_fn(w_name, w_fn, w_axes).lower(example, *warmup_args))
-        if s_name in names:
-            lowered.append(self._compiled_fn(s_name, s_fn, s_axes).lower(example, chunk, data))
-        # Tracing holds the GIL, XLA's compiler does not: two programs compile at once.
+        for example, where, data_where in targets:
+            if where is not None:
+                example = jax.tree_util.tree_map(
+                    lambda x, w=where: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=w), example
+                )
+            data = self.compiled.data
+            if data_where is not None:
+                data = self._placed([data], data_where)[0]
+            if self.tune and w_name in names:
+                warmup_args = (chunk, data) if self.warmup_in_chunks else (data,)
+                program = self._compiled_fn(w_name, w_fn, w_axes, placement)
+                lowered.append(program.lower(example, *warmup_args))
+            if s_name in names:
+                program = self._compiled_fn(s_name, s_fn, s_axes, placement)
+                lowered.append(program.lower(example, chunk, data))
+        # Tracing holds the GIL, XLA's compiler does not: programs compile at once.
         with ThreadPoolExecutor(max_workers=max(1, len(lowered))) as pool:
             for future in [pool.submit(program.compile) for program in lowered]:
                 future.result()

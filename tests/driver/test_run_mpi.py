@@ -193,3 +193,23 @@ def test_ranks_of_a_node_share_one_copy_of_the_data(tmp_path):
         draws[share] = _draws(out)
     for key, values in draws["1"].items():
         np.testing.assert_array_equal(values, draws["0"][key], err_msg=key)
+
+
+def test_ranks_run_their_chains_on_all_their_host_devices(tmp_path):
+    """JAX_NUM_CPU_DEVICES=2: a rank splits its chains over its 2 host devices (one, when it has
+    one chain); the draws equal one device's, and the binding records the devices."""
+    runs, bindings = {}, {}
+    for ranks, devices in ((1, "1"), (2, "2")):
+        out = tmp_path / f"devices{ranks}.h5"
+        options = [*COMMON, "--chains", "3", "--chain-method", "sequential"]
+        proc = run_ranks(ranks, ["run", str(EIGHT_SCHOOLS), *options, "--out", str(out)],
+                         cwd=tmp_path, extra_env={"JAX_NUM_CPU_DEVICES": devices})  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        runs[ranks] = _draws(out)
+        with h5py.File(out) as f:
+            bindings[ranks] = json.loads(f.attrs["binding"])
+    for key, values in runs[1].items():
+        np.testing.assert_array_equal(values, runs[2][key], err_msg=key)
+    assert [(b["local_devices"], b["chain_devices"]) for b in bindings[1]] == [(1, 1)]
+    # Rank 0 has chains 0-1 (both devices), rank 1 chain 2 (one device of two).
+    assert [(b["local_devices"], b["chain_devices"]) for b in bindings[2]] == [(2, 2), (2, 1)]
