@@ -77,12 +77,18 @@ def _datasets(path: Path) -> dict[str, np.ndarray]:
 
 
 def _arviz_values(path: Path) -> dict[str, np.ndarray]:
+    """Every draw group's values, read through ArviZ and closed again (ArviZ 1 reads lazily and
+    would keep the file open, which makes pack keep the shards: a reader holds OUT)."""
     idata = az.from_netcdf(path)
-    return {
-        f"{group}/{name}": idata[group][name].values
+    values = {
+        f"{group}/{name}": np.asarray(idata[group][name].values)
         for group in GROUPS
         for name in idata[group].data_vars
     }
+    close = getattr(idata, "close", None)
+    if close is not None:
+        close()
+    return values
 
 
 def _attrs(path: Path) -> dict:

@@ -110,9 +110,11 @@ _KERNEL = [".i", ".position", ".logdensity", ".grad", ".rng_key", ".log_step_siz
 # restore_state refuses them with one line), and the window buffer came last.
 _METRIC = [".metric.inv_diag", ".metric.vectors", ".metric.values"]
 _BUFFER = [".buffer.positions", ".buffer.gradients", ".buffer.n"]
+_TRIAL = [".trial.mode", ".trial.steps", ".trial.divergences", ".trial.iterations"]
+_TRIAL += [".trial.diagonal_cost"]
 _ADAPT = [".da.mu", ".da.hbar", ".da.log_avg", ".da.n", ".wf.n", ".wf.mean", ".wf.m2"]
 CHECKPOINT_LEAVES = {
-    "nuts": [*_KERNEL, *_METRIC, *_ADAPT, *_BUFFER],
+    "nuts": [*_KERNEL, *_METRIC, *_ADAPT, *_BUFFER, *_TRIAL],
     "hmc": [
         *_KERNEL,
         *_METRIC,
