@@ -113,12 +113,13 @@ def test_a_too_small_file_system_is_refused_before_writing(tmp_path):
 
 
 def _fill(directory: Path) -> None:
-    with open(directory / "filler", "wb") as handle:
-        block = b"\0" * 65536
-        with contextlib.suppress(OSError):
-            while True:
-                handle.write(block)
-                handle.flush()
+    """Fill the file system to the last byte: in 64 KiB blocks, then smaller ones, so that no
+    checkpoint part (a few KiB for eight schools) still fits in what a 64 KiB block left."""
+    with open(directory / "filler", "wb", buffering=0) as handle:
+        for size in (65536, 4096, 256, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    handle.write(b"\0" * size)
 
 
 def test_a_disk_filling_up_mid_run_ends_cleanly_and_resumes_to_the_same_draws(tmp_path):
