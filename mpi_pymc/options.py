@@ -89,11 +89,12 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--metric",
         default="auto",
-        help="mass matrix of nuts and hmc: auto (default: estimated from the warmup's draws and "
-        "their gradients, nutpie's Fisher estimate; up to 16 directions whose scale a diagonal "
-        "gets wrong by more than 2x are corrected, none where a diagonal fits), diag (Stan's "
-        "diagonal), low_rank (as auto) or dense (every direction: O(d^2) per leapfrog, for "
-        "small models); with --adapt-group the group's chains estimate it together",
+        help="mass matrix of nuts and hmc: auto (default: NUTS tries the low-rank metric for "
+        "one warmup window and keeps it only where its trees were at least 2x cheaper than the "
+        "diagonal's; hmc: low rank with --adapt-group, else diagonal), diag (Stan's window "
+        "variance), low_rank (that variance corrected in up to 16 directions by nutpie's Fisher "
+        "estimate from the window's draws and gradients) or dense (every direction: O(d^2) per "
+        "leapfrog, for small models); with --adapt-group the group's chains estimate it together",
     )
     g.add_argument(
         "--adapt-group",
