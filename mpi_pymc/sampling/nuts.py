@@ -59,6 +59,7 @@ from mpi_pymc.sampling import adaptation, metric_trial
 from mpi_pymc.sampling import metric as metrics
 from mpi_pymc.sampling.adaptation import warmup_schedule
 from mpi_pymc.sampling.base import DIVERGENCE_ENERGY, ChunkedWarmup, tree_depth
+from mpi_pymc.sampling.batched_cond import cond_any
 from mpi_pymc.sampling.metric import Metric
 
 if TYPE_CHECKING:
@@ -526,10 +527,11 @@ class Nuts(ChunkedWarmup):
         if self.metric_kind == "auto":
             measured = jnp.asarray(self.trial_plan.measured)[index]
             trial = metric_trial.record(trial, stats["n_steps"], stats["diverging"], measured)
-        estimated, trial = jax.lax.cond(
+        # Vectorized chains too compute the estimate only at a window's end (cond_any).
+        estimated, trial, change = cond_any(
             window_end,
             self._estimate,
-            lambda wf, buffer, old, trial, index: (old, trial),
+            lambda wf, buffer, old, trial, index: (old, trial, jnp.zeros((), dtype)),
             wf,
             buffer,
             old.metric,
@@ -539,7 +541,6 @@ class Nuts(ChunkedWarmup):
         metric = jax.tree_util.tree_map(
             lambda a, b: jnp.where(window_end, a, b).astype(dtype), estimated, old.metric
         )
-        change = metrics.change(old.metric, estimated)
         previous = jnp.asarray(self.previous_window, dtype)[index]
         noise = jnp.sqrt(2.0 / jnp.maximum(previous, 1.0) + 2.0 / jnp.maximum(wf.n, 1.0))
         bound = jnp.maximum(CONVERGED_RMS, CONVERGED_NOISE * noise)
@@ -570,7 +571,12 @@ class Nuts(ChunkedWarmup):
         """At a window's end, the metric for the next window and the auto metric's trial:
         Stan's regularised variance (``diag``), the Fisher estimate from the window's buffered
         draws and gradients (``low_rank``, ``dense``; the old metric while the buffer holds
-        fewer than 3 draws), or for ``auto`` the kind its trial chose (metric_trial)."""
+        fewer than 3 draws), or for ``auto`` the kind its trial chose (metric_trial); and how far
+        it moved from ``old`` (:func:`~mpi_pymc.sampling.metric.change`)."""
+        chosen, trial = self._chosen(wf, buffer, old, trial, index)
+        return chosen, trial, metrics.change(old, chosen).astype(old.inv_diag.dtype)
+
+    def _chosen(self, wf, buffer: metrics.Buffer, old: Metric, trial, index):
         variance = wf.m2 / jnp.maximum(wf.n - 1.0, 1.0)
         diagonal = metrics.diagonal(adaptation.regularised(variance, wf.n), old.values.shape[-1])
         if self.metric_kind == "diag":
