@@ -39,17 +39,16 @@ import jax.numpy as jnp
 # ridge, relative to the sum of squares of the window (here gamma / n on the mean).
 CUTOFF = 2.0
 GAMMA = 1e-5
-# A direction is trusted where (v' Cx v)(v' Cg v) (1 for a Gaussian) is within this many of its
-# standard deviations of 1 (each factor's relative sd sqrt(2 / n), the product's 2 / sqrt(n)):
-# 2.0 for a 64-draw window, 1.13 for 4,000 pooled draws (a t with 3 degrees of freedom: 2.3-2.8).
-GAUSSIAN_LIMIT = 4.0
 # Directions kept at most: each costs 4d flops per leapfrog (velocity) and d values per chain.
-K_MAX = 16
-# Draws a chain's window buffer keeps (the latest, when the window is longer): 1,024 vectorized
-# chains hold 1024 * B * d * 2 values, 0.5 GiB at d = 1,000 in float32 with B = 64. With n < d
-# draws the estimate still works (it sees 2(n-1) directions); pooled over an adaptation group of
-# G chains it sees G * B draws.
-BUFFER_DRAWS = 64
+# On the metric suite's GLMM (d = 305, 150 correlated intercept/slope pairs) 16 were all in use
+# and 64 gave 1.6x the ESS per gradient (benchmarks/README.md, issue 34).
+K_MAX = 64
+# Draws a chain's window buffer keeps (thinned to span the window when it is longer): 1,024
+# vectorized chains hold 1024 * B * d * 2 values, 2 GiB at d = 1,000 in float32 with B = 256.
+# With n < d draws the estimate still works (it sees 2(n-1) directions), but 64 draws found
+# rank 0-1 on that GLMM where 256 found 64 directions and 7x its ESS; pooled over an adaptation
+# group of G chains each keeps B / G.
+BUFFER_DRAWS = 256
 # Stan's regularisation of a window variance: shrink towards 1e-3 with the weight of 5 draws.
 STAN_SHRINK_DRAWS, STAN_SHRINK_TO = 5.0, 1e-3
 # Clamp of the diagonal, as nuts-rs does: beyond it a float32 momentum would over/underflow.
@@ -224,23 +223,10 @@ def _scaled_eigen(scaled_x, scaled_g, count, gamma):
     return eigenvalues, eigenvectors if basis is None else basis @ eigenvectors
 
 
-def gaussian_along(vectors, scaled_x, scaled_g, count):
-    """Per direction v (columns of ``vectors``, scaled space): ``(v' Cx v)(v' Cg v)``. By Stein's
-    identity E[(x - mu) g'] = -I, so Cauchy-Schwarz makes it at least 1 in expectation, with
-    equality exactly where the target is Gaussian along v (its gradient linear in x). The
-    geometric-mean estimate assumes that; where it is far from 1 (a horseshoe's local scales:
-    heavy tails, a funnel) the direction's eigenvalue is an artefact."""
-    along_x = jnp.sum((scaled_x @ vectors) ** 2, axis=0) / jnp.maximum(count, 1.0)
-    along_g = jnp.sum((scaled_g @ vectors) ** 2, axis=0) / jnp.maximum(count, 1.0)
-    return along_x * along_g
-
-
-def _outside_band(eigenvalues, eigenvectors, k, cutoff, trusted=None):
-    """The (at most) k eigenpairs outside [1/cutoff, cutoff] (and ``trusted``), largest
-    |log lambda| first, as ``(values, vectors)``; unused columns value 1, vector 0."""
+def _outside_band(eigenvalues, eigenvectors, k, cutoff):
+    """The (at most) k eigenpairs outside [1/cutoff, cutoff], largest |log lambda| first, as
+    ``(values, vectors)``; unused columns value 1, vector 0."""
     outside = (eigenvalues > cutoff) | (eigenvalues < 1.0 / cutoff)
-    if trusted is not None:
-        outside = outside & trusted
     score = jnp.where(outside, jnp.abs(jnp.log(eigenvalues)), -1.0)
     take = min(k, score.shape[0])
     _, index = jax.lax.top_k(score, take)
@@ -258,7 +244,6 @@ def estimate(
     k: int = K_MAX,
     cutoff: float = CUTOFF,
     gamma: float = GAMMA,
-    gaussian_limit: float | None = GAUSSIAN_LIMIT,
     base_diag: jax.Array | None = None,
 ) -> Metric:
     """The metric from the rows of ``positions`` and ``gradients`` (n, d) marked ``valid`` (n,)
@@ -268,9 +253,6 @@ def estimate(
     project's NUTS and hmc pass), instead of nutpie's Fisher diagonal ``std(x) / std(g)``; the
     latter is exact for a Gaussian but lost a horseshoe regression's heavy-tailed scales (min
     bulk ESS 106 against the variance's 2,355, 172 divergences against 5).
-    ``gaussian_limit``: a direction is kept only where the target looks Gaussian along it
-    (:func:`gaussian_along` within this many standard deviations of 1; None keeps every
-    direction, as ``dense`` does).
     Rows with a non-finite value count as invalid. With fewer than 3 valid rows it returns the
     identity metric: keep the old one then (``jnp.where``). Pure; jit and vmap it as you need.
     """
@@ -291,11 +273,7 @@ def estimate(
         values, vectors = jnp.ones((0,), dtype), jnp.zeros((positions.shape[-1], 0), dtype)
     else:
         eigenvalues, eigenvectors = _scaled_eigen(scaled_x, scaled_g, count, gamma)
-        trusted = None
-        if gaussian_limit is not None:
-            along = gaussian_along(eigenvectors, scaled_x, scaled_g, count)
-            trusted = along <= 1.0 + gaussian_limit * 2.0 / jnp.sqrt(jnp.maximum(count, 1.0))
-        values, vectors = _outside_band(eigenvalues, eigenvectors, k, cutoff, trusted)
+        values, vectors = _outside_band(eigenvalues, eigenvectors, k, cutoff)
     enough = count >= 3
     return Metric(
         inv_diag=jnp.where(enough, inv_diag, 1.0).astype(dtype),
@@ -308,10 +286,7 @@ def dense(
     positions: jax.Array, gradients: jax.Array, valid: jax.Array, *, gamma: float = GAMMA
 ) -> Metric:
     """The dense Fisher metric: every eigenvalue of :func:`estimate` kept (k = d, cutoff 1)."""
-    return estimate(
-        positions, gradients, valid, k=positions.shape[-1], cutoff=1.0, gamma=gamma,
-        gaussian_limit=None,
-    )  # fmt: skip
+    return estimate(positions, gradients, valid, k=positions.shape[-1], cutoff=1.0, gamma=gamma)
 
 
 def window_estimate(kind: str, buffer: Buffer, old: Metric, gather=None, base_diag=None) -> Metric:
@@ -323,10 +298,9 @@ def window_estimate(kind: str, buffer: Buffer, old: Metric, gather=None, base_di
     positions, gradients, valid = buffer.positions, buffer.gradients, filled(buffer)
     if gather is not None:
         positions, gradients, valid = (gather(v) for v in (positions, gradients, valid))
-    limit = None if kind == "dense" else GAUSSIAN_LIMIT
     fresh = estimate(
         positions, gradients, valid, k=old.values.shape[-1], cutoff=cutoff_of(kind),
-        gaussian_limit=limit, base_diag=base_diag,
+        base_diag=base_diag,
     )  # fmt: skip
     enough = jnp.sum(valid) >= 3
     return jax.tree_util.tree_map(lambda a, b: jnp.where(enough, a, b).astype(b.dtype), fresh, old)

@@ -191,10 +191,7 @@ def test_low_rank_recovers_strong_directions_from_few_draws(n):
     d = 50
     cov = gaussian(d, seed=1)
     x, g = draws(cov, n, seed=1)
-    # The estimator itself: the Gaussian check (test below) needs more draws than n < d.
-    m = estimate(
-        jnp.asarray(x), jnp.asarray(g), jnp.ones(n, bool), k=metric.K_MAX, gaussian_limit=None
-    )
+    m = estimate(jnp.asarray(x), jnp.asarray(g), jnp.ones(n, bool), k=metric.K_MAX)
     inv_mass = np.asarray(metric.to_dense(m))
     eig, vec = np.linalg.eigh(cov)
     strong = vec[:, -3:]
@@ -246,7 +243,9 @@ def test_projection_changes_nothing():
         k=metric.K_MAX,
     )
     assert metric.rank(small) > 0
-    np.testing.assert_allclose(metric.to_dense(small), metric.to_dense(padded), rtol=1e-7)
+    np.testing.assert_allclose(
+        metric.to_dense(small), metric.to_dense(padded), rtol=1e-7, atol=1e-10
+    )
 
 
 # --- guards, jit, vmap ---------------------------------------------------------------------
@@ -343,35 +342,3 @@ def test_change():
     other = random_metric(d, k, seed=8)
     np.testing.assert_allclose(change(old, other), change(other, old), rtol=1e-12)
     assert float(change(old, other)) > 0.1
-
-
-def test_the_gaussian_check_tells_a_gaussian_from_heavy_tails():
-    """Along the estimate's directions (v' Cx v)(v' Cg v) is 1 for a Gaussian (Stein's identity
-    with equality) and above it for a multivariate t with 3 degrees of freedom, whose gradient
-    is not linear in x: 4,000 draws put the Gaussian's within 0.15 of 1 (each factor's relative
-    sd is sqrt(2 / n) = 0.02) and the t's above 1.8 (about 2.5 here); the estimate then keeps no
-    direction of the t."""
-    rng = np.random.default_rng(0)
-    d, n, nu = 20, 4000, 3.0
-    u, _ = np.linalg.qr(rng.normal(size=(d, 3)))
-    cov = np.eye(d) + u @ np.diag([50.0, 20.0, 10.0]) @ u.T
-    chol, precision = np.linalg.cholesky(cov), np.linalg.inv(cov)
-    z = rng.normal(size=(n, d))
-    gaussian_x = z @ chol.T
-    w = rng.chisquare(nu, size=(n, 1))
-    t_x = (z / np.sqrt(w / nu)) @ chol.T
-    quadratic = np.einsum("ij,jk,ik->i", t_x, precision, t_x)[:, None]
-    for x, g, low, high in (
-        (gaussian_x, -gaussian_x @ precision, 0.85, 1.15),
-        (t_x, -(nu + d) * (t_x @ precision) / (nu + quadratic), 1.8, np.inf),
-    ):
-        m = estimate(jnp.asarray(x), jnp.asarray(g), jnp.ones(n, bool), k=8, gaussian_limit=None)
-        used = np.asarray(m.values) != 1.0
-        scale = np.sqrt(np.asarray(m.inv_diag))
-        along = metric.gaussian_along(
-            m.vectors[:, used], jnp.asarray((x - x.mean(0)) / scale),
-            jnp.asarray((g - g.mean(0)) * scale), n,
-        )  # fmt: skip
-        assert np.all((np.asarray(along) > low) & (np.asarray(along) < high)), along
-    checked = estimate(jnp.asarray(t_x), jnp.asarray(g), jnp.ones(n, bool), k=8)
-    assert metric.rank(checked) == 0
