@@ -38,12 +38,14 @@ def run_ranks(
     timeout: float = 240,
     module: str = "mpi_pymc",
     extra_env: dict | None = None,
+    drop_env: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
-    """``mpirun -n N python -m mpi_pymc ARGS`` (no mpirun when ``nranks`` is None)."""
+    """``mpirun -n N python -m mpi_pymc ARGS`` (no mpirun when ``nranks`` is None), without
+    the variables ``drop_env`` names unless ``extra_env`` sets them."""
     cmd = [sys.executable, "-m", module, *args]
     if nranks is not None:
         cmd = [mpirun_or_skip(), "-n", str(nranks), *cmd]
-    environment = env()
+    environment = {k: v for k, v in env().items() if k not in drop_env}
     environment.update(extra_env or {})
     try:
         return subprocess.run(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 import traceback
 import warnings
 from collections.abc import Callable
@@ -66,6 +67,22 @@ def _unravel(flat, shapes: list[tuple[int, ...]]) -> list:
         out.append(flat[start : start + size].reshape(shape))
         start += size
     return out
+
+
+def import_pymc_jax() -> None:
+    """Import ``pymc.sampling.jax`` (its JAX translations of PyMC's ops) without its side effect
+    on ``XLA_FLAGS``: on import it replaces any host device count with
+    ``--xla_force_host_platform_device_count=100``, so every CPU rank would start 100 host
+    devices and spread its chains over them (a copy of each program per device) instead of the
+    device count the user gave (``JAX_NUM_CPU_DEVICES``, ``XLA_FLAGS``) or the one default."""
+    before = os.environ.get("XLA_FLAGS")
+    try:
+        import pymc.sampling.jax  # noqa: F401
+    finally:
+        if before is None:
+            os.environ.pop("XLA_FLAGS", None)
+        else:
+            os.environ["XLA_FLAGS"] = before
 
 
 def data_inputs(outputs) -> list:
@@ -142,7 +159,7 @@ def program_graph(value_vars, outputs, data_vars, rewrites: bool = True, float_d
     from mpi_pymc.model import jax_ops
 
     jax_ops.register()  # the ops this PyTensor cannot translate (erfcx on pytensor 2.x)
-    import pymc.sampling.jax  # noqa: F401  (registers JAX translations PyMC adds)
+    import_pymc_jax()  # registers JAX translations PyMC adds
 
     fgraph = jax_graph(value_vars, outputs, data_vars, rewrites)
     if rewrites:
@@ -199,8 +216,9 @@ def compile_model(model, precision: str = "float64", rewrites: bool = True) -> C
 def _compile_model(model, precision: str, rewrites: bool) -> CompiledModel:
     import jax
     import jax.numpy as jnp
-    import pymc.sampling.jax  # noqa: F401  (its import switches x64 on: set precision after)
     from pymc.util import get_default_varnames
+
+    import_pymc_jax()  # its import switches x64 on: set precision after
 
     jax.config.update("jax_enable_x64", precision == "float64")
     # Full-precision matrix products. On GPUs since Ampere, JAX's default runs float32 matmuls

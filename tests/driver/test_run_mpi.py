@@ -213,3 +213,25 @@ def test_ranks_run_their_chains_on_all_their_host_devices(tmp_path):
     assert [(b["local_devices"], b["chain_devices"]) for b in bindings[1]] == [(1, 1)]
     # Rank 0 has chains 0-1 (both devices), rank 1 chain 2 (one device of two).
     assert [(b["local_devices"], b["chain_devices"]) for b in bindings[2]] == [(2, 2), (2, 1)]
+
+
+@pytest.mark.parametrize(
+    "flags,devices", [(None, 1), ("--xla_force_host_platform_device_count=2", 2)]
+)
+def test_a_cpu_rank_has_the_host_devices_it_was_given_not_pymcs_hundred(tmp_path, flags, devices):
+    """Importing pymc.sampling.jax sets XLA_FLAGS to 100 host devices (dropping the user's
+    count); a rank must start with one device by default, or the count the user's flag gives."""
+    out = tmp_path / "fit.h5"
+    environment = {"XLA_FLAGS": flags} if flags else {}
+    proc = run_ranks(
+        1,
+        ["run", str(EIGHT_SCHOOLS), *COMMON, "--chains", "2", "--chain-method", "sequential",
+         "--out", str(out)],
+        cwd=tmp_path,
+        extra_env=environment,
+        drop_env=("XLA_FLAGS", "JAX_NUM_CPU_DEVICES"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(out) as f:
+        (binding,) = json.loads(f.attrs["binding"])
+    assert (binding["local_devices"], binding["chain_devices"]) == (devices, devices)
