@@ -196,3 +196,32 @@ def test_a_checkpoint_from_before_adapt_group_still_resumes():
     assert settings_differences(old, {**old, "adapt_group": 4}) == [
         "adapt_group: checkpoint 1, now 4"
     ]
+
+
+@pytest.mark.parametrize("kind", ["low_rank", "dense"])  # the default (auto) is tested above
+def test_each_metric_resumes_on_another_rank_count_to_the_uninterrupted_draws(tmp_path, kind):
+    """The metric (its low-rank columns, or dense) is in the checkpointed state: a run that
+    failed mid-sampling on 2 ranks resumes on 1 to the draws of an uninterrupted 2-rank run."""
+    settings = ["--draws", "150", "--tune", "200", "--chains", "4", "--seed", "5", "--metric",
+                kind, "--chunk-draws", "25", "--chain-method", "sequential"]  # fmt: skip
+    ref, out = tmp_path / "ref.h5", tmp_path / "run.h5"
+    proc = run_ranks(2, ["run", str(EIGHT_SCHOOLS), *settings, "--out", str(ref)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    if kind == "dense":  # eight schools has 10 parameters: every direction is in use
+        with h5py.File(ref) as f:
+            assert np.asarray(f.attrs["metric_rank"]).tolist() == [10] * 4
+    proc = run_ranks(
+        2,
+        ["run", str(EIGHT_SCHOOLS), *settings, "--out", str(out)],
+        cwd=tmp_path,
+        extra_env={"MPI_PYMC_INJECT_FAULT": "1:100"},
+    )
+    assert proc.returncode not in (0, 2, 3), proc.stderr
+    assert 0 < int(_posterior(out)["draws_completed"].min()) < 150
+    proc = run_ranks(
+        1, ["run", str(EIGHT_SCHOOLS), *settings, "--out", str(out), "--resume"], cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    resumed, uninterrupted = _posterior(out), _posterior(ref)
+    for key in ("posterior/mu", "posterior/theta", "sample_stats/lp", "sample_stats/step_size"):
+        np.testing.assert_array_equal(resumed[key], uninterrupted[key], err_msg=key)
