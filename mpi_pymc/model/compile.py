@@ -53,6 +53,13 @@ class CompiledModel:
     float_dtype: str
     fingerprint: str = ""
     fingerprint_parts: dict = field(default_factory=dict)
+    # What ``constrain`` is called with when ``data`` is not its data (a data-parallel
+    # ``logdensity``'s shards: the Deterministics over the rows need them all).
+    whole_data: tuple | None = None
+
+    @property
+    def constrain_data(self) -> tuple:
+        return self.data if self.whole_data is None else self.whole_data
 
     def unravel(self, flat):
         return _unravel(flat, self.value_shapes)

@@ -131,7 +131,7 @@ def _candidate_inputs(outputs) -> list:
     from pytensor.tensor.random.type import RandomType
     from pytensor.tensor.variable import TensorConstant
 
-    found = []
+    found: list = []
     for var in graph_inputs(outputs):
         if isinstance(var, SharedVariable) and not isinstance(var.type, RandomType):
             if _value_of(var).ndim >= 1:
@@ -177,10 +177,12 @@ def _row_lengths(model, rows: int, row_dim: str | None, size: int) -> dict:
         if dims and dims[0] is not None:
             names.add(dims[0])
         for arg in rv.owner.inputs:
-            data = arg.data if isinstance(arg, TensorConstant) else None
-            integer = data is not None and np.issubdtype(data.dtype, np.integer)
-            if integer and data.ndim == 1 and data.size and data[0] == rows:
-                found[arg] = np.concatenate([[size], data[1:]]).astype(data.dtype)
+            if not isinstance(arg, TensorConstant):
+                continue
+            data = np.asarray(arg.data)
+            if np.issubdtype(data.dtype, np.integer) and data.ndim == 1 and data.size:
+                if data[0] == rows:
+                    found[arg] = np.concatenate([[size], data[1:]]).astype(data.dtype)
     for name in names:
         length = model.dim_lengths.get(name)
         if length is not None and int(_value_of(length)) == rows:
