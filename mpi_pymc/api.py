@@ -62,8 +62,9 @@ def sample(
     the enclosing ``with model:`` block. ``draws`` ... ``progressbar`` mean what they mean in
     ``pm.sample``; ``options`` are the CLI's (``python -m mpi_pymc run --help``) with the same
     names and defaults: ``chains_per_rank``, ``sampler``, ``chain_method``, ``precision``,
-    ``max_tree_depth``, ``metric``, ``adapt_group``, ``gpus_per_rank``, ``chunk_draws``, ``io``,
-    ``pack``, ``out``, ``overwrite``, ``resume``, ``until_ess``, ``until_tail_ess``, ``until_rhat``,
+    ``max_tree_depth``, ``metric``, ``adapt_group``, ``data_shards``, ``data_row_dim``,
+    ``gpus_per_rank``, ``chunk_draws``, ``io``, ``pack``, ``out``, ``overwrite``, ``resume``,
+    ``until_ess``, ``until_tail_ess``, ``until_rhat``,
     ``max_time`` (seconds or ``"HH:MM:SS"``), ``check_logp``, ``log_likelihood``,
     ``posterior_predictive`` (the groups added when the draws are complete, as
     :func:`postprocess` adds them), ``summary``.
@@ -119,6 +120,8 @@ def settings(
     max_tree_depth: int = 10,
     metric: str = "auto",
     adapt_group: int = 1,
+    data_shards: int = 1,
+    data_row_dim: str | None = None,
     gpus_per_rank: int | None = None,
     chunk_draws: int = 100,
     io: str = "auto",
@@ -152,6 +155,8 @@ def settings(
         max_tree_depth=max_tree_depth,
         metric=metric,
         adapt_group=adapt_group,
+        data_shards=data_shards,
+        data_row_dim=data_row_dim,
         precision=precision,
         gpus_per_rank=gpus_per_rank,
         chunk_draws=chunk_draws,

@@ -93,6 +93,8 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
         max_tree_depth=args.max_tree_depth,
         metric=args.metric,
         adapt_group=args.adapt_group,
+        data_shards=args.data_shards,
+        data_row_dim=args.data_row_dim,
         precision=args.precision,
         gpus_per_rank=args.gpus_per_rank,
         chunk_draws=args.chunk_draws,

@@ -114,6 +114,21 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     )
     g = run.add_argument_group("devices and output")
     g.add_argument(
+        "--data-shards",
+        type=int,
+        default=1,
+        help="split the observed rows (and the data arrays over them) into S shards, one per "
+        "device of a rank: the log-density is the prior once plus the shards' likelihoods, "
+        "summed inside the compiled program at every leapfrog. Each rank needs exactly S "
+        "devices (JAX_NUM_CPU_DEVICES=S or --gpus-per-rank S); a model whose likelihood is not "
+        "a sum over independent rows is refused (1: no shards)",
+    )
+    g.add_argument(
+        "--data-row-dim",
+        help="with --data-shards: the dim the rows are over (default: the observed variables' "
+        "leading dimension)",
+    )
+    g.add_argument(
         "--gpus-per-rank",
         type=_positive_int,
         help="GPUs each rank binds (default 1 when GPUs are visible, else CPU; 0 forces CPU). "

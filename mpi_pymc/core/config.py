@@ -42,6 +42,10 @@ class RunConfig:
     metric: str = "auto"
     adapt_group: int = 1
     precision: str = "float64"
+    # --data-shards: the observed rows split over this many of a rank's devices (row_shards).
+    data_shards: int = 1
+    # The dim the rows are over (default: the observed variables' leading dimension).
+    data_row_dim: str | None = None
     gpus_per_rank: int | None = None
     chunk_draws: int = 100
     progress: bool | None = None
@@ -81,6 +85,8 @@ class RunConfig:
             "adapt_group",
             "precision",
             "chunk_draws",
+            "data_shards",
+            "data_row_dim",
         )
         return {k: getattr(self, k) for k in keys}
 
@@ -228,6 +234,10 @@ def validate(config: RunConfig, world_size: int, model_given: bool = False) -> R
         raise UserError(f"--max-tree-depth must be at least 1, got {config.max_tree_depth}")
     if config.seed is not None and config.seed < 0:
         raise UserError(f"--seed must be a non-negative integer, got {config.seed}")
+    if config.data_shards < 1:
+        raise UserError(f"--data-shards must be a positive integer, got {config.data_shards}")
+    if config.data_row_dim is not None and config.data_shards == 1:
+        raise UserError("--data-row-dim names the rows of --data-shards: pass --data-shards S too")
     if config.gpus_per_rank is not None and config.gpus_per_rank < 0:
         raise UserError(f"--gpus-per-rank must be zero or more, got {config.gpus_per_rank}")
     if config.chains is not None and config.chains_per_rank is not None:

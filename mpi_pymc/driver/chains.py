@@ -48,7 +48,9 @@ def record_devices(binding, chains: Chains):
     from dataclasses import replace
 
     placement = chains.sampler.placement(len(chains.chain_group))
-    return replace(binding, local_devices=len(chains.sampler.devices), chain_devices=placement.used)
+    # Data shards: every device of the mesh advances every chain of the rank (its own rows).
+    used = placement.used * chains.sampler.data_shards
+    return replace(binding, local_devices=len(chains.sampler.devices), chain_devices=used)
 
 
 def check_translation(job: Job, compiled, model, starts) -> None:

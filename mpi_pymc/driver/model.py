@@ -66,12 +66,57 @@ def fingerprint_disagreement(fingerprints: list[str]) -> str | None:
     )
 
 
+def shard_the_data(job: Job, model, compiled):
+    """``--data-shards S``: the log-density as the prior plus the sum of S row shards' likelihoods,
+    one shard on each of the rank's S devices (model.row_shards, model.data_parallel). The model
+    is refused, on every rank, when its likelihood is not a sum over independent rows: by its
+    structure, or where the split differs from the whole log-density at a few points."""
+    shards = job.config.data_shards
+    if shards == 1:
+        return compiled
+
+    def build():
+        import dataclasses
+
+        import jax
+        import numpy as np
+
+        from mpi_pymc.core.config import UserError
+        from mpi_pymc.model.data_parallel import data_parallel
+        from mpi_pymc.model.row_shards import CHECK_POINTS, check_split, split_rows
+
+        # The model's verdict first: a model that cannot be split needs no devices.
+        split = split_rows(model, compiled, shards, job.config.data_row_dim)
+        devices = jax.local_devices()
+        if len(devices) != shards:
+            # Every device a rank binds does work, and one mesh of S devices holds the rows.
+            raise UserError(
+                f"--data-shards {shards} puts one shard on each of a rank's devices, and this "
+                f"rank has {len(devices)}: start each rank with {shards} "
+                f"(JAX_NUM_CPU_DEVICES={shards} or --gpus-per-rank {shards})"
+            )
+        jitter = np.random.default_rng(0).uniform(-1.0, 1.0, (CHECK_POINTS, compiled.dimension))
+        points = np.vstack([compiled.initial_flat, compiled.initial_flat + jitter])
+        check_split(split, compiled, model, points.astype(compiled.initial_flat.dtype))
+        logdensity, data = data_parallel(split, devices)
+        return dataclasses.replace(
+            compiled, logdensity=logdensity, data=data, whole_data=compiled.data
+        )
+
+    return _on_every_rank(job.comm, "splitting the data into shards", build)
+
+
 def share_data(job: Job, platform: str, compiled):
-    """CPU ranks of a node read one copy of the data (see node_data).
+    """CPU ranks of a node read one copy of the data (see node_data); not with data shards,
+    whose rows are placed on the rank's devices.
 
     ``MPI_PYMC_SHARE_DATA=0`` opts out.
     """
-    if platform != "cpu" or os.environ.get("MPI_PYMC_SHARE_DATA", "1") == "0":
+    if (
+        platform != "cpu"
+        or job.config.data_shards > 1
+        or os.environ.get("MPI_PYMC_SHARE_DATA", "1") == "0"
+    ):
         return None
     from mpi_pymc.model.node_data import share_on_node
 

@@ -18,7 +18,12 @@ from mpi_pymc.driver.claim import check_output_path, release_output
 from mpi_pymc.driver.finish import add_groups, finish
 from mpi_pymc.driver.job import Job, RunResult
 from mpi_pymc.driver.messages import start_line
-from mpi_pymc.driver.model import compile_and_fingerprint, load_the_model, share_data
+from mpi_pymc.driver.model import (
+    compile_and_fingerprint,
+    load_the_model,
+    shard_the_data,
+    share_data,
+)
 from mpi_pymc.driver.output_file import job_end_time, open_output
 from mpi_pymc.driver.progress import COMPILING, LOADING, STARTING, WARMING_UP, Progress
 from mpi_pymc.driver.resume import check_resume_matches, settle_seed
@@ -80,6 +85,8 @@ def _run_phases(job: Job, model, progress: Progress) -> RunResult:
         compiled = compile_and_fingerprint(job, model)
     if ckpt is not None:
         check_resume_matches(ckpt, compiled.fingerprint, job.config.settings_for_fingerprint())
+    with job.timed("data_shards"):
+        compiled = shard_the_data(job, model, compiled)
     node_data = share_data(job, binding.platform, compiled)
     job.say(start_line(job.config, job.size, resuming=ckpt is not None))
     with job.timed("init"):

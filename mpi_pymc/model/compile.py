@@ -54,6 +54,13 @@ class CompiledModel:
     float_dtype: str
     fingerprint: str = ""
     fingerprint_parts: dict = field(default_factory=dict)
+    # What ``constrain`` is called with when ``data`` is not its data (a data-parallel
+    # ``logdensity``'s shards: the Deterministics over the rows need them all).
+    whole_data: tuple | None = None
+
+    @property
+    def constrain_data(self) -> tuple:
+        return self.data if self.whole_data is None else self.whole_data
 
     def unravel(self, flat):
         return _unravel(flat, self.value_shapes)
@@ -121,9 +128,12 @@ def data_values(data_vars, float_dtype) -> list[np.ndarray]:
     return values
 
 
-def jax_graph(value_vars, outputs, data_vars, rewrites: bool = True):
+def jax_graph(value_vars, outputs, data_vars, rewrites: bool = True, shapes=None, lengths=None):
     """The FunctionGraph ``f(*values, *data) -> outputs`` that :func:`jaxify` translates, with
-    the rewrites PyTensor's JAX mode applies (and ours, unless ``rewrites=False``)."""
+    the rewrites PyTensor's JAX mode applies (and ours, unless ``rewrites=False``). ``shapes``:
+    the data's static shapes when they are not the variables' own, and ``lengths`` (a dim's
+    shared length or a variable's size constant -> value) the sizes to go with them (a data
+    shard's rows)."""
     import pytensor.tensor as pt
     from pytensor.compile import SharedVariable
     from pytensor.graph.fg import FunctionGraph
@@ -132,14 +142,24 @@ def jax_graph(value_vars, outputs, data_vars, rewrites: bool = True):
 
     # Static shapes: JAX compiles one program per data shape anyway, and shapes PyTensor
     # derives from the data (a scan's length, slice bounds) must be static for JAX.
-    placeholders = [var.type.clone(shape=_value_of(var).shape)() for var in data_vars]
+    given = shapes
+    if shapes is None:
+        shapes = [_value_of(var).shape for var in data_vars]
+    placeholders = [
+        var.type.clone(shape=tuple(shape))() for var, shape in zip(data_vars, shapes, strict=True)
+    ]
     for var, ph in zip(data_vars, placeholders, strict=True):
         ph.name = f"data_{var.name or 'constant'}"
     replace = dict(zip(data_vars, placeholders, strict=True))
     for var in graph_inputs(outputs):
         if isinstance(var, SharedVariable) and var not in replace:
-            replace[var] = pt.constant(_value_of(var), dtype=var.type.dtype)
-    replaced = clone_replace(outputs, replace=replace)
+            value = (lengths or {}).get(var, _value_of(var))
+            replace[var] = pt.constant(value, dtype=var.type.dtype)
+        elif var in (lengths or {}) and var not in replace:
+            replace[var] = pt.constant(lengths[var], dtype=var.type.dtype)
+    # Other shapes than the variables' own: the graph is rebuilt, its types inferred anew (a
+    # strict rebuild would assert the old shapes on the new data).
+    replaced = clone_replace(outputs, replace=replace, rebuild_strict=given is None and not lengths)
     fgraph = FunctionGraph(inputs=[*value_vars, *placeholders], outputs=replaced, clone=True)
     if rewrites:
         optimize_for_jax(fgraph)

@@ -240,12 +240,13 @@ def _data_only(fgraph, var, data_inputs: set) -> bool:
     return bool(used) and used <= data_inputs
 
 
-def fold_data_conditions(fgraph, data_values: dict) -> int:
+def fold_data_conditions(fgraph, data_values: dict | list[dict]) -> int:
     """Replace every ``switch(cond, a, b)`` whose ``cond`` depends on data alone and is the same
     for every element by ``a`` or ``b`` (broadcast to the switch's shape). ``data_values`` maps
     the graph's data inputs to their arrays, which must be the arrays every later call of the
-    program passes. Returns how many switches went; a condition that cannot be evaluated, or
-    varies along the data, is left as it is."""
+    program passes; a list of such maps when calls pass different arrays (one per data shard:
+    a condition folds when it is the same on all of them). Returns how many switches went; a
+    condition that cannot be evaluated, or varies along the data, is left as it is."""
     import numpy as np
     import pytensor
     import pytensor.tensor as pt
@@ -253,7 +254,8 @@ def fold_data_conditions(fgraph, data_values: dict) -> int:
     from pytensor.scalar import basic as ps
     from pytensor.tensor.elemwise import Elemwise
 
-    data_inputs = set(data_values)
+    every = data_values if isinstance(data_values, list) else [data_values]
+    data_inputs = set(every[0])
     switches = [
         node
         for node in fgraph.toposort()
@@ -272,12 +274,12 @@ def fold_data_conditions(fgraph, data_values: dict) -> int:
             mode=Mode(linker="py", optimizer="fast_compile"),
             on_unused_input="ignore",
         )
-        values = evaluate(*(data_values[v] for v in needed))
+        per_call = [evaluate(*(values[v] for v in needed)) for values in every]
     except Exception:  # noqa: BLE001  (an optimisation only: the switch stays)
         return 0
     uniform = {}
-    for cond, value in zip(conditions, values, strict=True):
-        value = np.asarray(value)
+    for i, cond in enumerate(conditions):
+        value = np.concatenate([np.ravel(values[i]) for values in per_call])
         if value.size and (value.all() or not value.any()):
             uniform[cond] = bool(value.flat[0])
     folded = 0

@@ -256,7 +256,7 @@ def remove_checkpoint(path: str) -> None:
 
 # Settings added after checkpoints were first written, with the value older runs used: a
 # checkpoint that lacks one ran with it, so it still resumes.
-LATER_SETTINGS = {"adapt_group": 1}
+LATER_SETTINGS = {"adapt_group": 1, "data_shards": 1, "data_row_dim": None}
 
 
 def settings_differences(stored: dict, current: dict) -> list[str]:

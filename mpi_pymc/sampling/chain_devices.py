@@ -31,6 +31,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mpi_pymc.core.config import UserError
+from mpi_pymc.model.data_parallel import shard_map
 
 __all__ = ["CHAIN_AXIS", "ChainPlacement", "pad_chains", "place_chains", "shard_chains"]
 
@@ -111,22 +112,10 @@ def pad_chains(tree, padded: int):
     return jax.tree_util.tree_map(pad, tree)
 
 
-def _shard_map():
-    """``jax.shard_map`` (JAX >= 0.6), else the experimental one; both without the replication
-    check, which NUTS's data-dependent loops would only slow down (nothing is replicated out)."""
-    if hasattr(jax, "shard_map"):
-        return lambda f, mesh, in_specs, out_specs: jax.shard_map(
-            f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
-        )
-    from jax.experimental.shard_map import shard_map
-
-    return lambda f, mesh, in_specs, out_specs: shard_map(
-        f, mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False
-    )
-
-
 def shard_chains(mapped, in_axes, placement: ChainPlacement):
     """``mapped`` (a function over a block of chains on axis 0) run on every device of
     ``placement`` over its own block; arguments with axis ``None`` are replicated."""
     specs = tuple(PartitionSpec(CHAIN_AXIS) if axis == 0 else PartitionSpec() for axis in in_axes)
-    return _shard_map()(mapped, placement.mesh(), specs, PartitionSpec(CHAIN_AXIS))
+    # Without the replication check, which NUTS's data-dependent loops would only slow down
+    # (nothing is replicated out).
+    return shard_map(mapped, placement.mesh(), specs, PartitionSpec(CHAIN_AXIS))

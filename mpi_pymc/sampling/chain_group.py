@@ -128,6 +128,10 @@ class ChainGroupSampler:
         self.chunk = min(config.chunk_draws, max(config.draws, config.tune, 1))
         self.group_size = config.adapt_group
         self.devices = tuple(jax.local_devices() if devices is None else devices)
+        # With data shards the rank's devices hold one row shard each and run every chain
+        # together (the log-density's shard_map): the chains are not split over them too.
+        self.data_shards = config.data_shards
+        self.chain_devices = self.devices[:1] if self.data_shards > 1 else self.devices
         self._cache: dict = {}
         self._data_on: dict = {}  # the model's data, placed once per device or mesh
         # Chains each device ran, counted from where the results were computed: the evidence
@@ -137,7 +141,7 @@ class ChainGroupSampler:
     def placement(self, chains: int) -> ChainPlacement:
         """Which devices run this rank's ``chains`` (raises ``UserError`` for adaptation groups
         that do not divide evenly over them)."""
-        return place_chains(chains, self.devices, self.vectorized, self.group_size)
+        return place_chains(chains, self.chain_devices, self.vectorized, self.group_size)
 
     @property
     def warmup_in_chunks(self) -> bool:
@@ -326,7 +330,8 @@ class ChainGroupSampler:
         if "constrain" not in self._cache:
             self._cache["constrain"] = jax.jit(jax.vmap(self.compiled.constrain, in_axes=(0, None)))
         fn = self._cache["constrain"]
-        per_chain = [fn(positions[i], self.compiled.data) for i in range(positions.shape[0])]
+        data = self.compiled.constrain_data
+        per_chain = [fn(positions[i], data) for i in range(positions.shape[0])]
         return [np.stack([np.asarray(c[v]) for c in per_chain]) for v in range(len(per_chain[0]))]
 
 

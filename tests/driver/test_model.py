@@ -1,0 +1,146 @@
+"""The model phase's data shards (``driver.model.shard_the_data``): a run with ``--data-shards 2``
+on a rank with 2 host devices samples the unsharded run's posterior (within MCSE bounds), keeps
+the Deterministics over the rows whole, resumes only on its own layout, and bad input gets one
+line and exit 2."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from helpers import error_lines, run_ranks
+from tolerances import SIGMAS, az
+
+from mpi_pymc.diagnostics import maths as diagnostics
+
+LOGISTIC = """
+import numpy as np
+import pymc as pm
+
+rng = np.random.default_rng(11)
+N, D = 301, 3
+X = rng.normal(size=(N, D))
+y = (rng.random(N) < 1 / (1 + np.exp(-(0.3 + X @ np.array([1.0, -0.5, 0.25]))))).astype("int8")
+with pm.Model(coords={"obs": range(N), "k": range(D)}) as model:
+    Xd = pm.Data("X", X, dims=("obs", "k"))
+    alpha = pm.Normal("alpha", 0.0, 2.5)
+    beta = pm.Normal("beta", 0.0, 1.0, dims="k")
+    eta = pm.Deterministic("eta", alpha + Xd @ beta, dims="obs")
+    pm.Bernoulli("y", logit_p=eta, observed=y, dims="obs")
+"""
+WALK = """
+import numpy as np
+import pymc as pm
+
+with pm.Model() as model:
+    sigma = pm.HalfNormal("sigma", 1.0)
+    pm.GaussianRandomWalk("walk", sigma=sigma, init_dist=pm.Normal.dist(),
+                          observed=np.random.default_rng(1).normal(size=60).cumsum())
+"""
+CHAINS, TUNE, DRAWS, SEED = 4, 400, 400, 20261208
+TWO_DEVICES = {"JAX_NUM_CPU_DEVICES": "2", "JAX_PLATFORMS": "cpu"}
+THREE_DEVICES = {"JAX_NUM_CPU_DEVICES": "3", "JAX_PLATFORMS": "cpu"}
+
+
+def _run(tmp_path, out, *extra, devices=TWO_DEVICES, timeout=300):
+    args = ["run", "logistic.py", "--chains", str(CHAINS), "--tune", str(TUNE), "--draws",
+            str(DRAWS), "--seed", str(SEED), "--out", str(out), *extra]  # fmt: skip
+    return run_ranks(None, args, cwd=tmp_path, timeout=timeout, extra_env=devices)
+
+
+def _posterior(out):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tree = az.from_netcdf(out)
+        posterior = (tree.posterior if hasattr(tree, "posterior") else tree["posterior"]).load()
+        constant = tree.constant_data if hasattr(tree, "constant_data") else tree["constant_data"]
+        X = np.asarray(constant["X"])
+    return posterior, X
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same model and seed, unsharded and over 2 data shards (one rank, 2 host devices)."""
+    tmp = tmp_path_factory.mktemp("data_shards")
+    (tmp / "logistic.py").write_text(LOGISTIC)
+    found = {}
+    for name, extra in (("whole", []), ("shards", ["--data-shards", "2"])):
+        proc = _run(tmp, tmp / f"{name}.h5", *extra)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        found[name] = _posterior(tmp / f"{name}.h5")
+    return found
+
+
+def test_sharded_posterior_matches_the_unsharded_one_within_mcse(runs):
+    (whole, _), (shards, _) = runs["whole"], runs["shards"]
+    for name in ("alpha", "beta"):
+        a = whole[name].values.reshape(CHAINS, DRAWS, -1)
+        b = shards[name].values.reshape(CHAINS, DRAWS, -1)
+        for draws_a, draws_b in ((a, b),):
+            mcse = np.hypot(diagnostics.mcse_mean(draws_a), diagnostics.mcse_mean(draws_b))
+            off = np.abs(draws_a.mean(axis=(0, 1)) - draws_b.mean(axis=(0, 1)))
+            assert np.all(off < SIGMAS * mcse), (name, off, mcse)
+            sd_a, sd_b = draws_a.std(axis=(0, 1)), draws_b.std(axis=(0, 1))
+            mcse_sd = np.hypot(_mcse_sd(draws_a), _mcse_sd(draws_b))
+            assert np.all(np.abs(sd_a - sd_b) < SIGMAS * mcse_sd), (name, sd_a, sd_b, mcse_sd)
+
+
+def _mcse_sd(draws: np.ndarray) -> np.ndarray:
+    """MCSE of the sd from the squared deviations' (as ArviZ's ``mcse(method="sd")``)."""
+    sd = draws.std(axis=(0, 1), ddof=1)
+    sq = (draws - draws.mean(axis=(0, 1))) ** 2
+    return sq.std(axis=(0, 1), ddof=1) / np.sqrt(diagnostics.ess_mean(sq)) / (2 * sd)
+
+
+def test_deterministics_over_the_rows_are_whole(runs):
+    """``eta`` has all 301 rows, each draw's equal to ``alpha + X @ beta``."""
+    posterior, X = runs["shards"]
+    eta = posterior["eta"].values
+    assert eta.shape == (CHAINS, DRAWS, 301)
+    expected = posterior["alpha"].values[..., None] + posterior["beta"].values @ X.T
+    np.testing.assert_allclose(eta, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("extra", "devices", "needle"),
+    [
+        (["--data-shards", "2"], THREE_DEVICES, "this rank has 3: start each rank with 2"),
+        (["--data-shards", "400"], TWO_DEVICES, "between 1 and the model's 301 rows, got 400"),
+        (["--data-shards", "0"], TWO_DEVICES, "--data-shards must be a positive integer"),
+        (["--data-row-dim", "obs"], TWO_DEVICES, "pass --data-shards S too"),
+        (["--data-shards", "2", "--data-row-dim", "nope"], TWO_DEVICES, "'nope' is not a dim"),
+    ],
+)
+def test_bad_input_gets_one_line_and_exit_2(tmp_path, extra, devices, needle):
+    (tmp_path / "logistic.py").write_text(LOGISTIC)
+    proc = _run(tmp_path, tmp_path / "bad.h5", "--draws", "5", *extra, devices=devices)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and needle in lines[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_likelihood_that_is_not_split_over_rows_is_refused(tmp_path):
+    (tmp_path / "walk.py").write_text(WALK)
+    args = ["run", "walk.py", "--draws", "5", "--tune", "5", "--data-shards", "2"]
+    proc = run_ranks(None, args, cwd=tmp_path, timeout=240, extra_env=TWO_DEVICES)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and "'walk'" in lines[0] and "not one per row" in lines[0], lines
+
+
+def test_resume_only_on_the_same_layout(tmp_path):
+    """A run stopped by ``--max-time`` resumes with its shards; without them it is refused."""
+    (tmp_path / "logistic.py").write_text(LOGISTIC)
+    out = tmp_path / "stopped.h5"
+    first = _run(tmp_path, out, "--data-shards", "2", "--chunk-draws", "50", "--max-time", "1")
+    assert first.returncode == 3, first.stderr[-3000:]
+    other = _run(tmp_path, out, "--chunk-draws", "50", "--resume")
+    assert other.returncode == 2, other.stderr[-3000:]
+    line = error_lines(other.stderr)[0]
+    assert "settings differ" in line and "data_shards: checkpoint 2, now 1" in line, line
+    same = _run(tmp_path, out, "--data-shards", "2", "--chunk-draws", "50", "--resume")
+    assert same.returncode == 0, same.stderr[-3000:]
+    posterior, _ = _posterior(out)
+    assert posterior["alpha"].shape == (CHAINS, DRAWS)
