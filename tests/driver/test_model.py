@@ -121,6 +121,29 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path, extra, devices, needle):
     assert "Traceback" not in proc.stderr
 
 
+ONE_DEVICE = {"JAX_PLATFORMS": "cpu"}
+
+
+@pytest.mark.parametrize(
+    ("ranks", "needle"),
+    [
+        (3, "2 does not divide the 3 ranks: start a multiple of 2 ranks"),
+        (2, "--data-shards 2 across ranks (one device each) is not implemented in a run yet"),
+    ],
+)
+def test_shards_across_ranks_get_one_line_and_exit_2_on_every_rank(tmp_path, ranks, needle):
+    # Ranks of one device each: S must divide the ranks, and the run across them is refused.
+    (tmp_path / "logistic.py").write_text(LOGISTIC)
+    args = ["run", "logistic.py", "--chains", "6", "--draws", "5", "--tune", "5",
+            "--out", str(tmp_path / "bad.h5"), "--data-shards", "2"]  # fmt: skip
+    proc = run_ranks(ranks, args, cwd=tmp_path, timeout=300, extra_env=ONE_DEVICE,
+                     drop_env=("JAX_NUM_CPU_DEVICES",))  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and needle in lines[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+
+
 def test_a_likelihood_that_is_not_split_over_rows_is_refused(tmp_path):
     (tmp_path / "walk.py").write_text(WALK)
     args = ["run", "walk.py", "--draws", "5", "--tune", "5", "--data-shards", "2"]
