@@ -1,5 +1,5 @@
-"""The data-parallel log-density of one process: a :class:`~mpi_pymc.model.row_shards.RowSplit`
-run over ``S`` of the process's devices, one row shard each.
+"""The data-parallel log-density: a :class:`~mpi_pymc.model.row_shards.RowSplit` run over
+``S`` devices, one row shard each (a process's own, or those of several processes).
 
 ``shard_map`` over a 1-D mesh (axis :data:`DATA_AXIS`) runs the prior part and the device's
 shard's likelihood on every device, and ``psum`` adds the likelihoods inside the compiled
