@@ -68,7 +68,7 @@ def run(config: RunConfig, comm=None, echo=print, model=None, interrupt=False) -
     finally:
         progress.close()  # a failure's line starts on a line of its own
         release_output(job)
-        if job.scratch is not None:  # a shard s > 0's copy of the output
+        if job.scratch is not None and job.rank == 0:  # a shard s > 0's copy of the output
             shutil.rmtree(job.scratch, ignore_errors=True)
         if interrupt:
             job.stop.restore()

@@ -4,6 +4,7 @@ every rank, bind devices, configure JAX."""
 from __future__ import annotations
 
 import os
+import shutil
 
 from mpi_pymc.core.config import RunConfig, resolve_chain_method, validate
 from mpi_pymc.core.errors import AgreedError
@@ -84,7 +85,7 @@ def enter_shard_groups(job: Job) -> None:
     Afterwards ``job.comm`` holds the ranks of shard ``s``, one per chain group, so every phase
     runs as in an unsharded run of ``W / S`` ranks; the ranks of a shard group run the same
     chains from the same seed (the root seed is agreed over every rank here), and only shard 0's
-    output is the run's: the others write theirs to a scratch folder that is removed. Must run
+    output is the run's: the others write theirs to a folder beside it, removed after. Must run
     before JAX starts; ``start_shard_group_jax`` then makes each shard group one JAX job.
     """
     shards = job.config.data_shards
@@ -114,10 +115,14 @@ def enter_shard_groups(job: Job) -> None:
     job.shard_comm = world.Split(color=chain_group, key=shard)
     job.comm = world.Split(color=shard, key=chain_group)
     if shard > 0:
-        import tempfile
-
-        job.scratch = tempfile.mkdtemp(prefix=f"mpi_pymc_shard{shard}_")
-        name = os.path.basename(str(job.config.out)) or "run.h5"
+        # One folder for the shard's ranks, beside the output (a file system they all see).
+        out = os.path.abspath(str(job.config.out))
+        name = os.path.basename(out) or "run.h5"
+        job.scratch = os.path.join(os.path.dirname(out), f".{name}.shard{shard}")
+        if job.comm.Get_rank() == 0:
+            shutil.rmtree(job.scratch, ignore_errors=True)  # a crashed run's
+            os.makedirs(job.scratch, exist_ok=True)
+        job.comm.Barrier()
         job.config = job.config.replace(out=os.path.join(job.scratch, name))
         job.echo = lambda line: None
 

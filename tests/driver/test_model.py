@@ -124,11 +124,10 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path, extra, devices, needle):
 ONE_DEVICE = {"JAX_PLATFORMS": "cpu"}
 
 
-@pytest.fixture(scope="module", params=[2])
+@pytest.fixture(scope="module", params=[2, 4])
 def across_ranks(request, tmp_path_factory):
     """The sharded run over ranks of one device each: ``mpirun -n 2`` is one chain group of 2
-    shards. (``-n 4``, two chain groups of 2 shards, is left out: 4 ranks of this run take too
-    long on the project's 2-core machine.)"""
+    shards, ``-n 4`` two chain groups of 2 shards (ranks 0-1 and 2-3)."""
     ranks = request.param
     tmp = tmp_path_factory.mktemp(f"data_shards_ranks{ranks}")
     (tmp / "logistic.py").write_text(LOGISTIC)
