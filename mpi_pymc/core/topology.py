@@ -157,3 +157,43 @@ def bind(comm, gpus_per_rank: int | None) -> Binding:
         cpus=tuple(pinned),
         launcher_cpus=tuple(given),
     )
+
+
+@dataclass(frozen=True)
+class ShardGroups:
+    """``--data-shards S`` laid out over the ranks: a 2-D grid, chain groups x data shards.
+
+    ``ranks_per_group`` ranks hold one chain group's ``S`` shards: 1 where every rank has ``S``
+    devices (the shards are the rank's devices), ``S`` where every rank has one (rank
+    ``r = g * S + s`` is shard ``s`` of chain group ``g``; the ranks of a shard group advance
+    the same chains)."""
+
+    shards: int
+    ranks_per_group: int
+
+    def chain_group_of(self, rank: int) -> int:
+        return rank // self.ranks_per_group
+
+    def shard_of(self, rank: int) -> int:
+        """The rank's place in its shard group (0: the rank that writes the group's draws)."""
+        return rank % self.ranks_per_group
+
+
+def shard_groups(shards: int, world_size: int, local_devices: int) -> ShardGroups:
+    """The layout of ``shards`` data shards over ``world_size`` ranks of ``local_devices``
+    devices each; ``UserError`` (one line) for a layout that leaves a device or a rank idle."""
+    if local_devices == shards:
+        return ShardGroups(shards, 1)
+    if local_devices == 1:
+        if world_size % shards:
+            raise UserError(
+                f"--data-shards {shards} over ranks of one device each puts one shard on each "
+                f"of {shards} ranks, and {shards} does not divide the {world_size} ranks: start "
+                f"a multiple of {shards} ranks (or each rank with {shards} devices)"
+            )
+        return ShardGroups(shards, shards)
+    raise UserError(
+        f"--data-shards {shards} puts one shard on each of a rank's devices, and this rank has "
+        f"{local_devices}: start each rank with {shards} (JAX_NUM_CPU_DEVICES={shards} or "
+        f"--gpus-per-rank {shards}), or with one device each on a multiple of {shards} ranks"
+    )

@@ -64,7 +64,8 @@ def sample_in_chunks(
         local = np.full(len(chains.chain_group), sampled.draw, dtype=np.int64)
         local_divergences = int(np.asarray(stats["diverging"]).sum())
         deadline.record(time.time() - t_chunk)
-        gathered = job.comm.allgather((local, local_divergences, local_stop(job.stop, deadline)))
+        stop = local_stop(job.stop, deadline, job.shard_comm)
+        gathered = job.comm.allgather((local, local_divergences, stop))
         sampled.draws_completed = np.concatenate([g[0] for g in gathered])
         sampled.divergences += sum(g[1] for g in gathered)
         # A signal after the last chunk changes nothing: the run is complete.

@@ -49,6 +49,13 @@ class Job:
     stop: StopRequest = field(default_factory=StopRequest)
     lock: Any = None  # rank 0's hold on the output (output_lock.OutputLock)
     writer: Any = None  # the open output, once there is one
+    # --data-shards across ranks (driver.settings.enter_shard_groups): ``comm`` is then the
+    # ranks holding the same shard (one per chain group, as an unsharded run's ranks), ``world``
+    # every rank, ``shard_comm`` this rank's shard group and ``shard`` its place in it.
+    world: Any = None
+    shard_comm: Any = None
+    shard: int = 0
+    scratch: str | None = None  # where a shard s > 0 writes the output nobody reads
 
     @property
     def rank(self) -> int:

@@ -14,7 +14,9 @@ from mpi_pymc.driver.settings import configure_jax
 
 def load_the_model(job: Job, model=None):
     """Import the model file on every rank (user code runs here), or check the given model."""
-    configure_jax(job.config.precision)
+    # Across ranks the shard group's processes must run byte-equal programs: one loaded from
+    # JAX's persistent cache did not meet the other process's psum (it hung), so none is used.
+    configure_jax(job.config.precision, persistent_cache=job.shard_comm is None)
     warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
     from mpi_pymc.model.loading import check_model, load_model
 
@@ -82,19 +84,26 @@ def shard_the_data(job: Job, model, compiled):
         import numpy as np
 
         from mpi_pymc.core.config import UserError
+        from mpi_pymc.core.topology import shard_groups
         from mpi_pymc.model.data_parallel import data_parallel
         from mpi_pymc.model.row_shards import CHECK_POINTS, check_split, split_rows
 
         # The model's verdict first: a model that cannot be split needs no devices.
         split = split_rows(model, compiled, shards, job.config.data_row_dim)
         devices = jax.local_devices()
-        if len(devices) != shards:
+        if job.shard_comm is not None:
+            # Across ranks (driver.settings.enter_shard_groups): the shard group's devices,
+            # one per rank, are its JAX job's.
+            if len(devices) != 1 or len(jax.devices()) != shards:
+                raise UserError(
+                    f"--data-shards {shards} across ranks needs one device in each of "
+                    f"{shards} ranks, and JAX shows this rank {len(devices)} of "
+                    f"{len(jax.devices())}"
+                )
+            devices = jax.devices()
+        else:
             # Every device a rank binds does work, and one mesh of S devices holds the rows.
-            raise UserError(
-                f"--data-shards {shards} puts one shard on each of a rank's devices, and this "
-                f"rank has {len(devices)}: start each rank with {shards} "
-                f"(JAX_NUM_CPU_DEVICES={shards} or --gpus-per-rank {shards})"
-            )
+            shard_groups(shards, job.size, len(devices))
         jitter = np.random.default_rng(0).uniform(-1.0, 1.0, (CHECK_POINTS, compiled.dimension))
         points = np.vstack([compiled.initial_flat, compiled.initial_flat + jitter])
         check_split(split, compiled, model, points.astype(compiled.initial_flat.dtype))

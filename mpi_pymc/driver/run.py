@@ -6,6 +6,7 @@ Every rank runs :func:`run` with the same arguments. Ranks talk only at phase bo
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 
@@ -27,7 +28,13 @@ from mpi_pymc.driver.model import (
 from mpi_pymc.driver.output_file import job_end_time, open_output
 from mpi_pymc.driver.progress import COMPILING, LOADING, STARTING, WARMING_UP, Progress
 from mpi_pymc.driver.resume import check_resume_matches, settle_seed
-from mpi_pymc.driver.settings import bind_devices, guard_launcher, settle_settings
+from mpi_pymc.driver.settings import (
+    bind_devices,
+    enter_shard_groups,
+    guard_launcher,
+    settle_settings,
+    start_shard_group_jax,
+)
 from mpi_pymc.driver.warmup import warm_up
 from mpi_pymc.output.packing import pack_on_rank0
 from mpi_pymc.sampling.stopping import Deadline
@@ -61,19 +68,22 @@ def run(config: RunConfig, comm=None, echo=print, model=None, interrupt=False) -
     finally:
         progress.close()  # a failure's line starts on a line of its own
         release_output(job)
+        if job.scratch is not None and job.rank == 0:  # a shard s > 0's copy of the output
+            shutil.rmtree(job.scratch, ignore_errors=True)
         if interrupt:
             job.stop.restore()
 
 
 def _run_phases(job: Job, model, progress: Progress) -> RunResult:
     """The driver's phases, in order; ``progress`` names each before it starts."""
-    config = job.config
     progress.phase(STARTING)
     guard_launcher(job.size)
-    original = config
+    enter_shard_groups(job)
+    original = job.config
     job.config = settle_settings(job, model is not None)
     progress.total = max(job.config.tune + job.config.draws, 1)
     binding = bind_devices(job)
+    start_shard_group_jax(job, binding.platform)
     check_output_path(job)
     ckpt = settle_seed(job, original)
     job.timings["startup"] = time.perf_counter() - job.t_start

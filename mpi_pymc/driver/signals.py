@@ -72,15 +72,23 @@ class StopRequest:
 ignore_stop_signals = StopRequest.ignore_from_now
 
 
-def local_stop(stop: StopRequest, deadline: Deadline) -> int:
-    """This rank's reason to stop after this chunk, as an index into ``AGREED_STOPS``."""
+def local_stop(stop: StopRequest, deadline: Deadline, shard_comm=None) -> int:
+    """This rank's reason to stop after this chunk, as an index into ``AGREED_STOPS``; with
+    ``shard_comm`` (data shards across ranks) its shard group's, agreed: the group's ranks meet
+    in every leapfrog's sum, so one stopping alone would leave the others waiting there."""
     if stop.received:
-        return AGREED_STOPS.index(STOP_SIGNAL)
-    return AGREED_STOPS.index(deadline.reason_to_stop(time.time()))
+        reason = AGREED_STOPS.index(STOP_SIGNAL)
+    else:
+        reason = AGREED_STOPS.index(deadline.reason_to_stop(time.time()))
+    if shard_comm is None:
+        return reason
+    from mpi4py import MPI
+
+    return shard_comm.allreduce(reason, op=MPI.MAX)
 
 
-def agreed_stop(comm, stop: StopRequest, deadline: Deadline) -> str | None:
+def agreed_stop(comm, stop: StopRequest, deadline: Deadline, shard_comm=None) -> str | None:
     """Collective: the strongest reason any rank has to stop now (None: go on)."""
     from mpi4py import MPI
 
-    return AGREED_STOPS[comm.allreduce(local_stop(stop, deadline), op=MPI.MAX)]
+    return AGREED_STOPS[comm.allreduce(local_stop(stop, deadline, shard_comm), op=MPI.MAX)]

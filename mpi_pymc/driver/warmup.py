@@ -35,13 +35,13 @@ def warm_up(job: Job, chains: Chains, saver, progress: Progress, deadline: Deadl
             saver.save(chains.state, iteration, 0)
             progress.update(WARMING_UP, iteration, 0)
             deadline.record(time.time() - t_chunk)
-            stopped_by = agreed_stop(job.comm, job.stop, deadline)
+            stopped_by = agreed_stop(job.comm, job.stop, deadline, job.shard_comm)
     elif iteration < config.tune:
         chains.state = sampler.warmup(chains.state, config.tune)
         iteration = config.tune
         saver.save(chains.state, iteration, 0)
         progress.update(WARMING_UP, config.tune, 0)
-        stopped_by = agreed_stop(job.comm, job.stop, deadline)
+        stopped_by = agreed_stop(job.comm, job.stop, deadline, job.shard_comm)
     np.asarray(sampler.iterations(chains.state))  # wait for the device
     completed = np.full(int(config.chains or 0), draws_done, dtype=np.int64)
     return Sampled(draws_done, iteration, stopped_by, completed)

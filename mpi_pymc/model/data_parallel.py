@@ -1,5 +1,5 @@
-"""The data-parallel log-density of one process: a :class:`~mpi_pymc.model.row_shards.RowSplit`
-run over ``S`` of the process's devices, one row shard each.
+"""The data-parallel log-density: a :class:`~mpi_pymc.model.row_shards.RowSplit` run over
+``S`` devices, one row shard each (a process's own, or those of several processes).
 
 ``shard_map`` over a 1-D mesh (axis :data:`DATA_AXIS`) runs the prior part and the device's
 shard's likelihood on every device, and ``psum`` adds the likelihoods inside the compiled
@@ -11,6 +11,10 @@ shards', by JAX's transpose of the ``shard_map``).
 
 The row arrays are placed once, each device holding only its shard's rows; the prior's data
 and the likelihood's data that is not per row are replicated.
+
+The devices may be those of several processes (``mpi_pymc.core.jax_distributed`` started over
+them): the mesh is then global, the ``psum`` a collective between the processes (gloo on CPUs),
+and every process calls the compiled program with the same arguments, as SPMD requires.
 """
 
 from __future__ import annotations
@@ -65,8 +69,19 @@ def data_parallel(split: RowSplit, devices) -> tuple[Callable, tuple]:
         return summed(flat, data)
 
     data = (
-        jax.device_put(split.prior_data, NamedSharding(mesh, whole)),
-        jax.device_put(split.rows, NamedSharding(mesh, rows_spec)),
-        jax.device_put(split.likelihood_data, NamedSharding(mesh, whole)),
+        _place(split.prior_data, NamedSharding(mesh, whole)),
+        _place(split.rows, NamedSharding(mesh, rows_spec)),
+        _place(split.likelihood_data, NamedSharding(mesh, whole)),
     )
     return logdensity, data
+
+
+def _place(tree, sharding: NamedSharding):
+    """``tree``'s arrays placed by ``sharding``, each device given only its slice: also where
+    the mesh spans several processes (``jax.distributed``), in which each places its own."""
+
+    def one(value):
+        value = np.asarray(value)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    return jax.tree_util.tree_map(one, tree)

@@ -1,7 +1,7 @@
 import pytest
 
 from mpi_pymc.core.config import UserError
-from mpi_pymc.core.topology import assign_gpus, cores_to_pin, visible_gpus
+from mpi_pymc.core.topology import assign_gpus, cores_to_pin, shard_groups, visible_gpus
 
 
 def test_one_gpu_per_local_rank_by_default():
@@ -43,3 +43,34 @@ def test_cpu_ranks_pin_to_equal_shares_only_when_the_launcher_did_not():
     assert [cores_to_pin([0, 1], 2, r, 4) for r in range(4)] == [[0], [1], [0], [1]]
     assert cores_to_pin([3], 8, 1, 2) == []  # the launcher already pinned this rank
     assert cores_to_pin([0, 1], 2, 0, 1) == []  # a rank alone keeps the whole node
+
+
+def test_data_shards_within_a_rank_of_s_devices():
+    layout = shard_groups(4, world_size=3, local_devices=4)
+    assert layout.ranks_per_group == 1
+    assert [layout.chain_group_of(r) for r in range(3)] == [0, 1, 2]
+    assert {layout.shard_of(r) for r in range(3)} == {0}
+
+
+def test_data_shards_across_ranks_of_one_device():
+    # r = g * S + s: ranks 0-1 are chain group 0's two shards, ranks 2-3 chain group 1's.
+    layout = shard_groups(2, world_size=4, local_devices=1)
+    assert layout.ranks_per_group == 2
+    assert [layout.chain_group_of(r) for r in range(4)] == [0, 0, 1, 1]
+    assert [layout.shard_of(r) for r in range(4)] == [0, 1, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("shards", "world", "devices", "needle"),
+    [
+        (2, 3, 1, "2 does not divide the 3 ranks: start a multiple of 2 ranks"),
+        (4, 1, 1, "4 does not divide the 1 ranks"),
+        (2, 2, 3, "this rank has 3: start each rank with 2"),
+        (4, 4, 2, "this rank has 2: start each rank with 4"),
+    ],
+)
+def test_data_shards_layouts_that_leave_a_device_or_rank_idle_are_refused(
+    shards, world, devices, needle
+):
+    with pytest.raises(UserError, match=needle):
+        shard_groups(shards, world, devices)

@@ -121,6 +121,66 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path, extra, devices, needle):
     assert "Traceback" not in proc.stderr
 
 
+ONE_DEVICE = {"JAX_PLATFORMS": "cpu"}
+
+
+@pytest.fixture(scope="module", params=[2, 4])
+def across_ranks(request, tmp_path_factory):
+    """The sharded run over ranks of one device each: ``mpirun -n 2`` is one chain group of 2
+    shards, ``-n 4`` two chain groups of 2 shards (ranks 0-1 and 2-3)."""
+    ranks = request.param
+    tmp = tmp_path_factory.mktemp(f"data_shards_ranks{ranks}")
+    (tmp / "logistic.py").write_text(LOGISTIC)
+    args = ["run", "logistic.py", "--chains", str(CHAINS), "--tune", str(TUNE), "--draws",
+            str(DRAWS), "--seed", str(SEED), "--out", str(tmp / "ranks.h5"),
+            "--data-shards", "2"]  # fmt: skip
+    proc = _run_one_device(ranks, args, tmp)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return ranks, _posterior(tmp / "ranks.h5")
+
+
+def _run_one_device(ranks: int, args: list[str], cwd, timeout: float = 600):
+    return run_ranks(ranks, args, cwd=cwd, timeout=timeout, extra_env=ONE_DEVICE,
+                     drop_env=("JAX_NUM_CPU_DEVICES",))  # fmt: skip
+
+
+def test_shards_across_ranks_match_the_unsharded_posterior_within_mcse(runs, across_ranks):
+    ranks, (shards, X) = across_ranks
+    whole, _ = runs["whole"]
+    # One file in the unsharded layout: every chain once, whichever ranks ran it.
+    assert shards["alpha"].shape == (CHAINS, DRAWS)
+    for name in ("alpha", "beta"):
+        a = whole[name].values.reshape(CHAINS, DRAWS, -1)
+        b = shards[name].values.reshape(CHAINS, DRAWS, -1)
+        mcse = np.hypot(diagnostics.mcse_mean(a), diagnostics.mcse_mean(b))
+        off = np.abs(a.mean(axis=(0, 1)) - b.mean(axis=(0, 1)))
+        assert np.all(off < SIGMAS * mcse), (ranks, name, off, mcse)
+        mcse_sd = np.hypot(_mcse_sd(a), _mcse_sd(b))
+        sd_off = np.abs(a.std(axis=(0, 1)) - b.std(axis=(0, 1)))
+        assert np.all(sd_off < SIGMAS * mcse_sd), (ranks, name, sd_off, mcse_sd)
+    expected = shards["alpha"].values[..., None] + shards["beta"].values @ X.T
+    np.testing.assert_allclose(shards["eta"].values, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("ranks", "extra", "needle"),
+    [
+        (3, [], "2 does not divide the 3 ranks: start a multiple of 2 ranks"),
+        (2, ["--resume"], "--resume of a run with --data-shards 2 across ranks is not"),
+    ],
+)
+def test_shards_across_ranks_get_one_line_and_exit_2_on_every_rank(tmp_path, ranks, extra, needle):
+    # Ranks of one device each: S must divide the ranks; resuming is not implemented.
+    (tmp_path / "logistic.py").write_text(LOGISTIC)
+    args = ["run", "logistic.py", "--chains", "6", "--draws", "5", "--tune", "5",
+            "--out", str(tmp_path / "bad.h5"), "--data-shards", "2", *extra]  # fmt: skip
+    proc = _run_one_device(ranks, args, tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and needle in lines[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+
+
 def test_a_likelihood_that_is_not_split_over_rows_is_refused(tmp_path):
     (tmp_path / "walk.py").write_text(WALK)
     args = ["run", "walk.py", "--draws", "5", "--tune", "5", "--data-shards", "2"]

@@ -1,7 +1,8 @@
 """The data-parallel log-density (``mpi_pymc.model.data_parallel``) on real JAX host devices:
 value and gradient equal the whole program's to 1e-12 relative, called plainly, ``vmap``-ed
 over chains and inside a compiled loop (as a sampler calls it), and each device holds only its
-shard's rows. Each device count runs in a subprocess started with ``JAX_NUM_CPU_DEVICES=k``."""
+shard's rows. Each device count runs in a subprocess started with ``JAX_NUM_CPU_DEVICES=k``;
+across ranks, ``mpirun -n k`` processes of one device each, made one JAX job."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import env
+from helpers import env, mpirun_or_skip
 
 RTOL = 1e-12
 POINTS = 20
@@ -68,15 +69,38 @@ def _errors(build, shards: int) -> dict:
     }
 
 
-def _worker(out: str) -> None:
-    """Runs in the subprocess: every model at ``POINTS`` points, S = every device count."""
+def _worker(out: str, distributed: bool = False) -> None:
+    """Runs in the subprocess: every model at ``POINTS`` points, S = every device count (with
+    ``distributed``, under mpirun: S = the ranks' devices, one JAX job over the processes)."""
+    comm = None
+    if distributed:
+        from mpi4py import MPI
+
+        from mpi_pymc.core.jax_distributed import start_jax_distributed
+
+        comm = MPI.COMM_WORLD
+        start_jax_distributed(comm)
     import jax
     from test_row_shards import hierarchical, logistic, two_observed
 
     shards = len(jax.devices())
-    found: dict = {"devices": shards}
+    found: dict = {"devices": shards, "processes": jax.process_count()}
     for build in (logistic, hierarchical, two_observed):
         found[build.__name__] = _errors(build, shards)
+    if comm is not None:
+        # Each process sees only its own devices' rows: rank 0 reports them all.
+        every = comm.gather(found, root=0)
+        if comm.Get_rank() != 0:
+            return
+        for name in ("logistic", "hierarchical", "two_observed"):
+            for key in ("value", "grad", "vmap_value", "vmap_grad", "loop"):
+                found[name][key] = max(f[name][key] for f in every)
+            found[name]["rows_per_device"] = sorted(
+                {n for f in every for n in f[name]["rows_per_device"]}
+            )
+            found[name]["devices_holding_rows"] = sum(
+                f[name]["devices_holding_rows"] for f in every
+            )
     Path(out).write_text(json.dumps(found))
 
 
@@ -103,6 +127,46 @@ def results(tmp_path_factory):
         assert proc.returncode == 0, stderr
         found[k] = json.loads(Path(out).read_text())
     return found
+
+
+@pytest.fixture(scope="module")
+def across_ranks(tmp_path_factory):
+    """The same checks with one device per process and S = 2, 4 ``mpirun`` processes made one
+    JAX job (``start_jax_distributed``): the psum runs between the processes (gloo)."""
+    tmp = tmp_path_factory.mktemp("data_parallel_ranks")
+    environment = env()
+    environment["PYTHONPATH"] += os.pathsep + os.pathsep.join(
+        [str(Path(__file__).parent.parent), str(Path(__file__).parent)]
+    )
+    environment["JAX_PLATFORMS"] = "cpu"
+    environment.pop("JAX_NUM_CPU_DEVICES", None)
+    found = {}
+    for ranks in (2, 4):  # one after the other: 4 ranks already crowd a small machine
+        out = tmp / f"n{ranks}.json"
+        cmd = [mpirun_or_skip(), "-n", str(ranks), sys.executable, __file__, str(out)]
+        try:
+            proc = subprocess.run(
+                [*cmd, "--distributed"], env=environment, capture_output=True, text=True,
+                timeout=600,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the workers on {ranks} ranks hung")
+        assert proc.returncode == 0, proc.stderr
+        found[ranks] = json.loads(out.read_text())
+    return found
+
+
+@pytest.mark.parametrize("shards", [2, 4])
+@pytest.mark.parametrize("model", ["logistic", "hierarchical", "two_observed"])
+def test_across_ranks_equals_the_whole_program(across_ranks, shards, model):
+    found = across_ranks[shards]
+    assert (found["devices"], found["processes"]) == (shards, shards)
+    errors = found[model]
+    for key in ("value", "grad", "vmap_value", "vmap_grad", "loop"):
+        assert errors[key] <= RTOL, (key, errors[key])
+    if model == "logistic":
+        assert errors["rows_per_device"] == [-(-203 // shards)]
+        assert errors["devices_holding_rows"] == shards
 
 
 @pytest.mark.parametrize("shards", [2, 4])
@@ -140,4 +204,4 @@ def test_fewer_devices_than_shards_is_refused():
 
 
 if __name__ == "__main__":
-    _worker(sys.argv[1])
+    _worker(sys.argv[1], distributed="--distributed" in sys.argv)
