@@ -28,6 +28,12 @@ the ``z`` it is taken for (PyMC's normal log-CDF and log-survival, so every cens
 normal), and :func:`_safe_log1mexp` writes ``log1mexp`` out as such a switch first (a Weibull's
 survival).
 
+One more keeps the gradient right: :func:`exact_square_distances` writes PyMC's squared
+distances between input rows (every stationary ``pm.gp`` covariance) as sums of squared
+differences, exactly 0 for equal rows, so that XLA's rounding cannot put a clip at 0 on
+different sides in different fusions (the lengthscale's gradient of a small ``gp.Marginal`` was
+13.4 off under ``jit``).
+
 Measured in ``benchmarks/README.md`` ("The log-density: fewer transcendentals"). The rewrites
 change no value beyond rounding; ``tests/model/test_graph_rewrites.py`` checks log-density and
 gradient against PyMC's compiled functions on several models.
@@ -121,6 +127,139 @@ def _safe_log1mexp():
         return [piecewise] if _same_type(piecewise, node.outputs[0]) else None
 
     return safe_log1mexp
+
+
+def _squared_rows(var):
+    """``a`` (rows by features) where ``var`` is ``sum(sqr(a), axis=1)``, or ``sqr(a[:, 0])``
+    for one feature (what PyTensor makes of that sum); else None."""
+    from pytensor.scalar import basic as ps
+    from pytensor.tensor.elemwise import CAReduce, DimShuffle, Elemwise
+
+    node = var.owner
+    if node is None:
+        return None
+    if isinstance(node.op, Elemwise) and isinstance(node.op.scalar_op, ps.Sqr):
+        squeeze = node.inputs[0].owner
+        if (
+            squeeze is not None
+            and isinstance(squeeze.op, DimShuffle)
+            and tuple(squeeze.op.new_order) == (0,)
+            and squeeze.inputs[0].type.ndim == 2
+        ):
+            return squeeze.inputs[0]
+        return None
+    if (
+        isinstance(node.op, CAReduce)
+        and isinstance(node.op.scalar_op, ps.Add)
+        and tuple(node.op.axis or ()) == (1,)
+    ):
+        square = node.inputs[0].owner
+        if (
+            square is not None
+            and isinstance(square.op, Elemwise)
+            and isinstance(square.op.scalar_op, ps.Sqr)
+            and square.inputs[0].type.ndim == 2
+        ):
+            return square.inputs[0]
+    return None
+
+
+def _added_terms(var) -> list:
+    """The terms of a (nested) elementwise sum."""
+    from pytensor.scalar import basic as ps
+    from pytensor.tensor.elemwise import Elemwise
+
+    node = var.owner
+    if node is not None and isinstance(node.op, Elemwise) and isinstance(node.op.scalar_op, ps.Add):
+        return [t for i in node.inputs for t in _added_terms(i)]
+    return [var]
+
+
+def _broadcast_along(var, new_order: tuple):
+    """What ``var`` broadcasts (``new_order`` (0, 'x'): along columns; ('x', 0): rows)."""
+    from pytensor.tensor.elemwise import DimShuffle
+
+    node = var.owner
+    if node is not None and isinstance(node.op, DimShuffle) and node.op.new_order == new_order:
+        return node.inputs[0]
+    return None
+
+
+def _is_constant(var, value: float) -> bool:
+    import numpy as np
+    from pytensor.graph.basic import Constant
+
+    return isinstance(var, Constant) and bool(np.all(np.asarray(var.data) == value))
+
+
+def _square_distance(clip_node):
+    """``sum((a[:, None] - b[None, :])**2, -1)`` for PyMC's ``Stationary.square_dist``,
+    ``clip(-2 a b^T + sum(a**2, 1)[:, None] + sum(b**2, 1)[None, :], 0, inf)``; None for
+    anything else. The cross term is accepted only if PyTensor's canonical form of it is that
+    of ``-2 dot(a, b^T)`` (pymc 6 writes a one-feature product as an outer ``mul``)."""
+    import pytensor.tensor as pt
+    from pytensor.graph.basic import equal_computations
+    from pytensor.graph.rewriting.utils import rewrite_graph
+
+    x, low, high = clip_node.inputs
+    if x.type.ndim != 2 or not (_is_constant(low, 0.0) and _is_constant(high, float("inf"))):
+        return None
+    rows, cols, cross = [], [], []
+    for term in _added_terms(x):
+        along_columns = _broadcast_along(term, (0, "x"))
+        along_rows = _broadcast_along(term, ("x", 0))
+        if along_columns is not None and _squared_rows(along_columns) is not None:
+            rows.append(_squared_rows(along_columns))
+        elif along_rows is not None and _squared_rows(along_rows) is not None:
+            cols.append(_squared_rows(along_rows))
+        else:
+            cross.append(term)
+    if not (len(rows) == len(cols) == len(cross) == 1):
+        return None
+    (a,), (b,), (product,) = rows, cols, cross
+    if a.type.dtype != x.type.dtype or b.type.dtype != x.type.dtype:
+        return None
+    got, expected = rewrite_graph(
+        [product, -2.0 * pt.dot(a, b.T)],
+        include=("canonicalize", "stabilize", "specialize"),
+        clone=True,
+    )
+    if not equal_computations([got], [expected]):
+        return None
+    return pt.sum(pt.sqr(a[:, None, :] - b[None, :, :]), axis=-1)
+
+
+def exact_square_distances(fgraph) -> int:
+    """PyMC's squared distances between the rows of ``a`` and ``b`` (every stationary
+    covariance of ``pm.gp``: ExpQuad, Matern, RatQuad, Exponential...) as the sum of squared
+    differences, in place; returns how many.
+
+    PyMC computes them as ``-2 a b^T + |a|^2 + |b|^2`` and clips at 0. Where two rows are equal
+    (the diagonal of ``K(X, X)``) that is 0 only if every piece rounds the same way. PyTensor's
+    C backend and JAX without ``jit`` do; XLA's algebraic simplifier does not (it writes
+    ``(x / ls)**2`` as ``x**2 * ls**-2``), so the diagonal came out as -1e-16 to -1e-14, and
+    the clip's gradient mask, recomputed in each fusion that needs it, took different sides of
+    0 in different fusions: the gradient's terms from ``a b^T`` and from ``|a|^2`` no longer
+    cancelled on the diagonal. The gradient with respect to a GP's lengthscale was 13.4 off
+    (-13.21 instead of 0.24) on an 8-point ``gp.Marginal``, with the value right to 1e-12.
+    ``(a_i - b_j)**2`` is exactly 0 for equal rows, whatever the rounding, and never negative,
+    so no clip is left to disagree; it is also the more accurate form for close points.
+    """
+    from pytensor.scalar import basic as ps
+    from pytensor.tensor.elemwise import Elemwise
+
+    rewritten = 0
+    for node in list(fgraph.toposort()):
+        if not (isinstance(node.op, Elemwise) and isinstance(node.op.scalar_op, ps.Clip)):
+            continue
+        if node not in fgraph.apply_nodes:  # replaced along with an earlier match
+            continue
+        exact = _square_distance(node)
+        if exact is None or not _same_type(exact, node.outputs[0]):
+            continue
+        fgraph.replace(node.outputs[0], exact, reason="exact_square_distances", import_missing=True)
+        rewritten += 1
+    return rewritten
 
 
 def _depends_elementwise(var, on) -> tuple[bool, bool]:
@@ -224,6 +363,8 @@ def optimize_for_jax(fgraph) -> None:
     from pytensor.compile import mode
     from pytensor.graph.rewriting.basic import EquilibriumGraphRewriter, in2out
 
+    # First: the pattern it matches is PyMC's, as the model's log-density has it.
+    exact_square_distances(fgraph)
     mode.JAX.excluding("fusion").optimizer.rewrite(fgraph)
     EquilibriumGraphRewriter([_lift_switch()], max_use_ratio=100).rewrite(fgraph)
     in2out(_lean_softplus()).rewrite(fgraph)
