@@ -261,7 +261,7 @@ LATER_SETTINGS = {"adapt_group": 1, "data_shards": 1, "data_row_dim": None}
 
 def settings_differences(stored: dict, current: dict) -> list[str]:
     """Human-readable list of settings that changed between the checkpoint and this run."""
-    stored = {**LATER_SETTINGS, **stored}
+    stored, current = {**LATER_SETTINGS, **stored}, {**LATER_SETTINGS, **current}
     return [
         f"{key}: checkpoint {stored.get(key)!r}, now {current.get(key)!r}"
         for key in sorted(set(stored) | set(current))

@@ -196,6 +196,11 @@ def test_a_checkpoint_from_before_adapt_group_still_resumes():
     assert settings_differences(old, {**old, "adapt_group": 4}) == [
         "adapt_group: checkpoint 1, now 4"
     ]
+    # Nor data shards: the whole data on one device.
+    assert settings_differences(old, {**old, "data_shards": 1, "data_row_dim": None}) == []
+    assert settings_differences(old, {**old, "data_shards": 2}) == [
+        "data_shards: checkpoint 1, now 2"
+    ]
 
 
 @pytest.mark.parametrize("kind", ["low_rank", "dense"])  # the default (auto) is tested above
