@@ -15,7 +15,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import EIGHT_SCHOOLS, EXAMPLES, checkpoint_draws, env, mpirun_or_skip, run_ranks
+from helpers import (
+    EIGHT_SCHOOLS,
+    EXAMPLES,
+    checkpoint_draws,
+    env,
+    launch,
+    mpirun_or_skip,
+    run_ranks,
+)
 
 import mpi_pymc
 from mpi_pymc.api import default_out, launch_command
@@ -60,12 +68,7 @@ def _python(script: Path, args: list[str], ranks: int | None = None, timeout: fl
     cmd = [sys.executable, str(script), *args]
     if ranks is not None:
         cmd = [mpirun_or_skip(), "-n", str(ranks), *cmd]
-    try:
-        return subprocess.run(
-            cmd, cwd=script.parent, env=env(), capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{' '.join(cmd)} hung for {timeout}s:\n{exc.stdout}\n{exc.stderr}")
+    return launch(cmd, timeout, cwd=script.parent, env=env())
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from helpers import env, error_lines, mpirun_or_skip
+from helpers import env, error_lines, launch, mpirun_or_skip
 
 
 def _worker(mode: str) -> int:
@@ -37,10 +36,7 @@ def _mpirun(mode: str) -> subprocess.CompletedProcess:
     cmd = [mpirun_or_skip(), "-n", "2", sys.executable, __file__, mode]
     environment = {**env(), "JAX_PLATFORMS": "cpu"}
     environment["PYTHONPATH"] += os.pathsep + str(Path(__file__).parent.parent)  # helpers
-    try:
-        return subprocess.run(cmd, env=environment, capture_output=True, text=True, timeout=240)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{mode}: mpirun -n 2 hung")
+    return launch(cmd, 240, env=environment)
 
 
 def test_two_ranks_become_one_jax_job():

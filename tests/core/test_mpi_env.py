@@ -1,11 +1,10 @@
 """Open MPI's transports for a job on one machine (mpi_pymc/core/mpi_env.py), decided before MPI
 starts from what the launcher put in the environment."""
 
-import subprocess
 import sys
 
 from helpers import env as rank_env
-from helpers import mpirun_or_skip
+from helpers import launch, mpirun_or_skip
 
 from mpi_pymc.core import mpi_env
 from mpi_pymc.core.mpi_env import one_host_job, prefer_local_transports, without_own_transports
@@ -54,6 +53,6 @@ def test_ranks_of_a_local_mpirun_start_mpi_with_the_local_transports():
     for name in ("OMPI_MCA_pml", "OMPI_MCA_btl"):
         environ.pop(name, None)
     command = [mpirun_or_skip(), "-n", "2", sys.executable, "-c", script]
-    done = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=120)
+    done = launch(command, 120, env=environ)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ob1 ^ofi,uct;ob1 ^ofi,uct"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import env, mpirun_or_skip
+from helpers import env, launch, mpirun_or_skip
 
 RTOL = 1e-12
 POINTS = 20
@@ -144,13 +144,7 @@ def across_ranks(tmp_path_factory):
     for ranks in (2, 4):  # one after the other: 4 ranks already crowd a small machine
         out = tmp / f"n{ranks}.json"
         cmd = [mpirun_or_skip(), "-n", str(ranks), sys.executable, __file__, str(out)]
-        try:
-            proc = subprocess.run(
-                [*cmd, "--distributed"], env=environment, capture_output=True, text=True,
-                timeout=600,
-            )  # fmt: skip
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the workers on {ranks} ranks hung")
+        proc = launch([*cmd, "--distributed"], 600, env=environment)
         assert proc.returncode == 0, proc.stderr
         found[ranks] = json.loads(out.read_text())
     return found

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
-from helpers import EIGHT_SCHOOLS, env, error_lines, mpirun_or_skip, run_ranks
+from helpers import EIGHT_SCHOOLS, env, error_lines, launch, mpirun_or_skip, run_ranks
 
 from mpi_pymc.api import open_result
 from mpi_pymc.output.packing import (
@@ -374,7 +374,7 @@ def test_pack_on_rank0_packs_once_and_every_rank_learns_the_outcome(shards_run, 
     draws = _arviz_values(good)
     cmd = [mpirun_or_skip(), "-n", "2", sys.executable, "-c", PACK_ON_RANKS, str(broken),
            str(good), str(good)]  # fmt: skip
-    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=120)
+    proc = launch(cmd, 120, env=env())
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     agreed = sorted(line for line in lines if "agreed:" in line)
