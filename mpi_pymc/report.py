@@ -13,7 +13,7 @@ import numpy as np
 
 from mpi_pymc.core.config import UserError
 from mpi_pymc.diagnostics.maths import all_diagnostics
-from mpi_pymc.diagnostics.summary import convergence_warnings, summary_table
+from mpi_pymc.diagnostics.summary import convergence_warnings, divergence_warning, summary_table
 from mpi_pymc.output.packing import check_shards
 
 
@@ -67,7 +67,9 @@ def print_summary(path: str, echo=print) -> dict:
     stats = all_diagnostics(draws)
     chains, n = draws.shape[:2]
     echo(summary_table(labels, stats))
-    for line in convergence_warnings(stats, chains, labels):
+    with h5py.File(path, "r") as f:
+        diverging = f["sample_stats/diverging"][:, :n] if "sample_stats/diverging" in f else None
+    for line in _warnings(stats, labels, chains, diverging):
         echo(f"warning: {line}")
     total = int(completed.max())
     status = "complete" if completed.min() == completed.max() else "uneven"
@@ -104,9 +106,21 @@ def result_summary(result, echo=print) -> str:
     stats = all_diagnostics(draws)
     table = summary_table(labels, stats)
     echo(table)
-    for line in convergence_warnings(stats, draws.shape[0], labels):
+    stats_group = getattr(result, "sample_stats", None)
+    diverging = None
+    if stats_group is not None and "diverging" in stats_group:
+        diverging = np.asarray(stats_group["diverging"].values)[:, : draws.shape[1]]
+    for line in _warnings(stats, labels, draws.shape[0], diverging):
         echo(f"warning: {line}")
     return table
+
+
+def _warnings(stats: dict, labels: list[str], chains: int, diverging) -> list[str]:
+    """The CLI's warnings: divergences (when the draws' ``diverging`` is known), then R-hat/ESS."""
+    found = []
+    if diverging is not None:
+        found += divergence_warning(int(np.sum(diverging)), int(np.size(diverging)))
+    return [*found, *convergence_warnings(stats, chains, labels)]
 
 
 def _posterior_dataset(result):

@@ -52,12 +52,21 @@ def test_summary_of_a_partial_file_uses_completed_draws_only(finished, tmp_path)
         shutil.copytree(str(out) + ".parts", str(partial) + ".parts")
     with h5py.File(partial, "r+") as f:
         f.attrs["draws_completed"] = np.array([60, 25, 40])
+        diverging = f["sample_stats/diverging"]
+        marked = diverging[()]
+        marked[0, :3] = marked[2, 50] = True  # three among the draws used, one after them
+        diverging[...] = marked
+    expected = int(marked[:, :25].sum())
     draws, _, completed = read_posterior_matrix(str(partial))
     assert draws.shape[:2] == (3, 25)
     assert np.isfinite(draws).all()
     proc = run_ranks(None, ["summary", str(partial)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "min 25, max 60; uneven" in proc.stdout
+    warned = [line for line in proc.stdout.splitlines() if "divergent" in line]
+    assert len(warned) == 1, proc.stdout
+    assert warned[0].startswith(f"warning: {expected} divergent transition(s) after warmup (")
+    assert f"of {3 * 25} draws)" in warned[0]
 
 
 def test_summary_of_a_missing_or_foreign_file(tmp_path):

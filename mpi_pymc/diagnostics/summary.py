@@ -117,6 +117,27 @@ _PYMC_ESS = (
 )
 
 
+def divergence_warning(
+    divergences: int, draws: int, target_accept: float | None = None
+) -> list[str]:
+    """The CLI's warning for divergent transitions after warmup (none when there are none).
+
+    A divergence marks a region of high curvature the trajectory could not follow; the draws
+    then under-represent it and their means can be biased whatever R-hat and ESS say (Betancourt
+    2017, section 6.2). ``draws`` is the number of post-warmup draws of all chains together."""
+    if not divergences:
+        return []
+    share = divergences / max(draws, 1)
+    raise_it = f" from {target_accept:g}" if target_accept is not None else ""
+    return [
+        f"{divergences} divergent transition(s) after warmup ({share:.2%} of {draws} draws): "
+        "the sampler could not follow the posterior's curvature somewhere, so these draws can "
+        f"be biased even where R-hat and ESS look fine. Raise --target-accept{raise_it} "
+        "(to 0.95 or 0.99, say) or reparametrise the model (a non-centred form of a hierarchy or "
+        "a latent GP) before using them."
+    ]
+
+
 def pymc_warnings(
     stats: Mapping[str, np.ndarray], chains: int, draws: int, divergences: int
 ) -> list[str]:

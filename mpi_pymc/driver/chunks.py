@@ -31,6 +31,11 @@ def sample_in_chunks(
     t0 = time.perf_counter()
     io_seconds = goal_seconds = 0.0
     stat_names = [v.name for v in writer.layout.draw_groups["sample_stats"]]
+    if sampled.draw:
+        # A resumed run counts the divergences of the draws already in the file, so its report
+        # and the file's `divergences` are those of the whole run.
+        mine = np.asarray(writer.read_local("sample_stats", "diverging", sampled.draw)).sum()
+        sampled.divergences = job.comm.allreduce(int(mine))
     if sampled.draw and not sampled.stopped_by:
         # A resumed run checks where it resumes, as the first run did (or would have, had a
         # deadline not stopped it there first): the same chunks follow, and a goal already met

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mpi_pymc import __version__
 from mpi_pymc.core.config import RunConfig
-from mpi_pymc.diagnostics.summary import pymc_warnings
+from mpi_pymc.diagnostics.summary import divergence_warning, pymc_warnings
 from mpi_pymc.sampling.stopping import (
     STOP_GOAL,
     STOP_JOB_END,
@@ -43,7 +43,10 @@ def summary_lines(
     if config.summary == "warnings":
         lines = pymc_warnings(summary["stats"], int(config.chains or 1), draw, divergences)
     else:
-        lines = [summary["table"], *(f"warning: {line}" for line in summary["warnings"])]
+        chains = int(config.chains or 1)
+        warned = [*divergence_warning(divergences, chains * draw, config.target_accept),
+                  *summary["warnings"]]  # fmt: skip
+        lines = [summary["table"], *(f"warning: {line}" for line in warned)]
     tail = config.tail_goal
     tail_part = (
         "" if tail == config.until_ess else ("no tail ESS, " if not tail else f"tail ESS {tail}, ")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpi_pymc.diagnostics.summary import convergence_warnings, summary_table
+from mpi_pymc.diagnostics.summary import convergence_warnings, divergence_warning, summary_table
 
 
 def test_summary_table_worst_first() -> None:
@@ -45,3 +45,12 @@ def test_convergence_warnings_name_parameters() -> None:
     assert "Bulk ESS is below 400" in bulk_message and "(b;" in bulk_message
     assert "Tail ESS" in tail_message and "(b, a;" in tail_message
     assert not any("c;" in message or ", c" in message for message in messages)
+
+
+def test_divergence_warning_counts_them_and_says_what_to_change() -> None:
+    assert divergence_warning(0, 4000, 0.8) == []
+    (line,) = divergence_warning(172, 4000, 0.8)
+    assert line.startswith("172 divergent transition(s) after warmup (4.30% of 4000 draws)")
+    assert "can be biased" in line and "Raise --target-accept from 0.8 (to 0.95" in line
+    (unknown,) = divergence_warning(1, 1000)
+    assert "Raise --target-accept (to 0.95" in unknown

@@ -74,9 +74,13 @@ def test_summary_lines_report_the_goal_and_where_the_draws_are():
     config = RunConfig(model_path="m.py", chains=4, draws=1000, out="o.h5", until_ess=400)
     timings = {"total": 12.34}
     reached = summary_lines(config, STOP_GOAL, 300, _summary(), 2, "shards", timings)
-    assert reached[0] == "TABLE" and reached[1] == "warning: few draws"
-    assert reached[2].startswith("reached --until-ess 400") and "after 300 of at most" in reached[2]
-    assert reached[2].endswith("min bulk ESS 500, min tail ESS 450, max R-hat 1.004")
+    assert reached[0] == "TABLE"
+    # Divergences come first: they say the draws can be biased whatever R-hat and ESS say.
+    assert reached[1].startswith("warning: 2 divergent transition(s) after warmup (0.17% of 1200")
+    assert "--target-accept from 0.8 (to" in reached[1]
+    assert reached[2] == "warning: few draws"
+    assert reached[3].startswith("reached --until-ess 400") and "after 300 of at most" in reached[3]
+    assert reached[3].endswith("min bulk ESS 500, min tail ESS 450, max R-hat 1.004")
     assert reached[-1].startswith("2 divergences. Wrote 4 chains x 300 draws to o.h5 (shards)")
     assert reached[-1].endswith("Wall time 12.3s")
     missed = summary_lines(config, STOP_DRAWS, 1000, _summary(), 0, "mpio", timings)
@@ -85,7 +89,7 @@ def test_summary_lines_report_the_goal_and_where_the_draws_are():
     )
     bulk_only = summary_lines(config.replace(until_tail_ess=0), STOP_GOAL, 300, _summary(), 2,
                               "shards", timings)  # fmt: skip
-    assert bulk_only[2].startswith("reached --until-ess 400 (no tail ESS, R-hat <= 1.01) after")
+    assert bulk_only[3].startswith("reached --until-ess 400 (no tail ESS, R-hat <= 1.01) after")
     tail_100 = summary_lines(config.replace(until_tail_ess=100), STOP_DRAWS, 1000, _summary(), 0,
                              "mpio", timings)  # fmt: skip
     assert tail_100[2].startswith("warning: --until-ess 400 (tail ESS 100, R-hat <= 1.01) not")

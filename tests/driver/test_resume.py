@@ -47,6 +47,8 @@ def _posterior(path: Path) -> dict[str, np.ndarray]:
         out = {f"posterior/{k}": f["posterior"][k][()] for k in ("mu", "tau", "theta")}
         out.update({f"sample_stats/{k}": f["sample_stats"][k][()] for k in ("lp", "step_size")})
         out["draws_completed"] = f.attrs["draws_completed"][()]
+        if "divergences" in f.attrs:  # a finished run's, over all its segments
+            out["divergences"] = f.attrs["divergences"]
         if "diagnostics" in f.attrs:
             stats = json.loads(f.attrs["diagnostics"])
             out["r_hat"] = np.array(stats["r_hat"])
