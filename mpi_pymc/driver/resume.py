@@ -14,19 +14,47 @@ def settle_seed(job: Job, original: RunConfig) -> Checkpoint | None:
     from mpi_pymc.core import seeding
 
     ckpt = None
-    if job.config.resume:
+    if job.config.resume and job.shard_comm is not None:
+        job.config, ckpt = _resolve_shard_resume(job, original)
+    elif job.config.resume:
         job.config, ckpt = _resolve_resume(job.config, original, job.comm)
-        if ckpt.fallback:
-            job.say(
-                f"note: {ckpt.fallback}: resuming from the previous checkpoint "
-                f"(draw {ckpt.draws_done} of every chain)"
-            )
+    if ckpt is not None and ckpt.fallback:
+        job.say(
+            f"note: {ckpt.fallback}: resuming from the previous checkpoint "
+            f"(draw {ckpt.draws_done} of every chain)"
+        )
     root_seed = job.config.seed
     if root_seed is None:
         root_seed = job.comm.bcast(seeding.fresh_root_seed() if job.rank == 0 else None, root=0)
         job.say(f"root seed {root_seed} (pass --seed {root_seed} to repeat this run)")
     job.config = job.config.replace(seed=root_seed)
     return ckpt
+
+
+def _resolve_shard_resume(job: Job, original: RunConfig) -> tuple[RunConfig, Checkpoint]:
+    """--resume of a run with data shards across ranks: every shard resolves its own checkpoint
+    (shard 0 the run's, shard s its folder's), then every rank of the job agrees that they all
+    continue from the same draw, since the ranks of a shard group take every step together."""
+    found, problem = None, None
+    try:
+        found = _resolve_resume(job.config, original, job.comm)
+    except (AgreedError, UserError) as exc:
+        problem = str(exc)
+    said = job.world.allgather(
+        (job.shard, problem, None if found is None else (found[1].draws_done, found[1].iteration))
+    )
+    problems = [text for _, text, _ in sorted(said, key=lambda x: x[0]) if text]
+    if problems:
+        raise AgreedError(problems[0])
+    where = sorted({(shard, at) for shard, _, at in said})
+    if len({at for _, at in where}) > 1:
+        listed = ", ".join(f"shard {s} at draw {d} (warmup {i})" for s, (d, i) in where)
+        raise AgreedError(
+            f"--resume: the data shards' checkpoints are not at the same point ({listed}); "
+            "a failure between their writes can leave them so: start the run again without "
+            "--resume"
+        )
+    return found
 
 
 def _resolve_resume(config: RunConfig, original: RunConfig, comm) -> tuple[RunConfig, Checkpoint]:

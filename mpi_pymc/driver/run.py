@@ -6,6 +6,7 @@ Every rank runs :func:`run` with the same arguments. Ranks talk only at phase bo
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -69,9 +70,18 @@ def run(config: RunConfig, comm=None, echo=print, model=None, interrupt=False) -
         progress.close()  # a failure's line starts on a line of its own
         release_output(job)
         if job.scratch is not None and job.rank == 0:  # a shard s > 0's copy of the output
-            shutil.rmtree(job.scratch, ignore_errors=True)
+            _remove_scratch_unless_resumable(job)
         if interrupt:
             job.stop.restore()
+
+
+def _remove_scratch_unless_resumable(job: Job) -> None:
+    """A shard s > 0's folder goes when the run is complete (or never checkpointed); while its
+    checkpoint is there, ``--resume`` on the same layout continues from it."""
+    from mpi_pymc.output.checkpoint import checkpoint_path
+
+    if not os.path.exists(checkpoint_path(str(job.config.out))):
+        shutil.rmtree(job.scratch, ignore_errors=True)
 
 
 def _run_phases(job: Job, model, progress: Progress) -> RunResult:

@@ -85,25 +85,20 @@ def enter_shard_groups(job: Job) -> None:
     Afterwards ``job.comm`` holds the ranks of shard ``s``, one per chain group, so every phase
     runs as in an unsharded run of ``W / S`` ranks; the ranks of a shard group run the same
     chains from the same seed (the root seed is agreed over every rank here), and only shard 0's
-    output is the run's: the others write theirs to a folder beside it, removed after. Must run
-    before JAX starts; ``start_shard_group_jax`` then makes each shard group one JAX job.
+    output is the run's: the others write theirs (and their checkpoints) to a folder beside it,
+    removed when the run is complete and kept for ``--resume`` while a checkpoint is in it.
+    Must run before JAX starts; ``start_shard_group_jax`` then makes each shard group one JAX
+    job.
     """
     shards = job.config.data_shards
     if shards <= 1 or job.size == 1 or _devices_per_rank(job.config.gpus_per_rank) != 1:
         return
-    from mpi_pymc.core.config import UserError
     from mpi_pymc.core.seeding import fresh_root_seed
     from mpi_pymc.core.topology import shard_groups
 
-    def check():
-        if job.config.resume:
-            raise UserError(
-                f"--resume of a run with --data-shards {shards} across ranks is not "
-                "implemented: resume it with each rank holding the shards on its own devices"
-            )
-        return shard_groups(shards, job.size, 1)
-
-    layout = _on_every_rank(job.comm, "laying out the data shards", check)
+    layout = _on_every_rank(
+        job.comm, "laying out the data shards", lambda: shard_groups(shards, job.size, 1)
+    )
     world = job.comm
     rank = world.Get_rank()
     chain_group, shard = layout.chain_group_of(rank), layout.shard_of(rank)
@@ -120,7 +115,8 @@ def enter_shard_groups(job: Job) -> None:
         name = os.path.basename(out) or "run.h5"
         job.scratch = os.path.join(os.path.dirname(out), f".{name}.shard{shard}")
         if job.comm.Get_rank() == 0:
-            shutil.rmtree(job.scratch, ignore_errors=True)  # a crashed run's
+            if not job.config.resume:  # a stopped run's, kept for its --resume
+                shutil.rmtree(job.scratch, ignore_errors=True)
             os.makedirs(job.scratch, exist_ok=True)
         job.comm.Barrier()
         job.config = job.config.replace(out=os.path.join(job.scratch, name))

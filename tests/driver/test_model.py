@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import warnings
 
+import h5py
 import numpy as np
 import pytest
 from helpers import error_lines, run_ranks
@@ -162,23 +163,46 @@ def test_shards_across_ranks_match_the_unsharded_posterior_within_mcse(runs, acr
     np.testing.assert_allclose(shards["eta"].values, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize(
-    ("ranks", "extra", "needle"),
-    [
-        (3, [], "2 does not divide the 3 ranks: start a multiple of 2 ranks"),
-        (2, ["--resume"], "--resume of a run with --data-shards 2 across ranks is not"),
-    ],
-)
-def test_shards_across_ranks_get_one_line_and_exit_2_on_every_rank(tmp_path, ranks, extra, needle):
-    # Ranks of one device each: S must divide the ranks; resuming is not implemented.
+def test_shards_across_ranks_get_one_line_and_exit_2_on_every_rank(tmp_path):
+    # Ranks of one device each: S must divide the ranks.
     (tmp_path / "logistic.py").write_text(LOGISTIC)
     args = ["run", "logistic.py", "--chains", "6", "--draws", "5", "--tune", "5",
-            "--out", str(tmp_path / "bad.h5"), "--data-shards", "2", *extra]  # fmt: skip
-    proc = _run_one_device(ranks, args, tmp_path, timeout=300)
+            "--out", str(tmp_path / "bad.h5"), "--data-shards", "2"]  # fmt: skip
+    proc = _run_one_device(3, args, tmp_path, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = error_lines(proc.stderr)
+    needle = "2 does not divide the 3 ranks: start a multiple of 2 ranks"
     assert len(lines) == 1 and needle in lines[0], proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_shards_across_ranks_resume_after_a_failure_to_the_uninterrupted_draws(tmp_path):
+    """2 ranks as 2 shards of one chain group: a failure mid-sampling leaves both shards'
+    checkpoints (shard 1's in its folder beside the output), and --resume on the same layout
+    gives the uninterrupted run's draws bit for bit; a complete run leaves no shard folder."""
+    (tmp_path / "logistic.py").write_text(LOGISTIC)
+    settings = ["run", "logistic.py", "--chains", str(CHAINS), "--tune", "100", "--draws", "100",
+                "--seed", str(SEED), "--chunk-draws", "25", "--data-shards", "2"]  # fmt: skip
+    ref, out = tmp_path / "ref.h5", tmp_path / "run.h5"
+    proc = _run_one_device(2, [*settings, "--out", str(ref)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logistic.py", "ref.h5"]
+    failed = run_ranks(2, [*settings, "--out", str(out)], cwd=tmp_path, timeout=600,
+                       extra_env={**ONE_DEVICE, "MPI_PYMC_INJECT_FAULT": "0:50"},
+                       drop_env=("JAX_NUM_CPU_DEVICES",))  # fmt: skip
+    assert failed.returncode not in (0, 2, 3), failed.stderr[-4000:]
+    assert (tmp_path / ".run.h5.shard1").is_dir()  # shard 1's checkpoint, kept for --resume
+    proc = _run_one_device(2, [*settings, "--out", str(out), "--resume"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert not (tmp_path / ".run.h5.shard1").exists()
+    with h5py.File(ref) as a, h5py.File(out) as b:
+        for key in (
+            "posterior/alpha",
+            "posterior/beta",
+            "sample_stats/lp",
+            "sample_stats/step_size",
+        ):
+            np.testing.assert_array_equal(b[key][()], a[key][()], err_msg=key)
 
 
 def test_a_likelihood_that_is_not_split_over_rows_is_refused(tmp_path):
@@ -190,8 +214,9 @@ def test_a_likelihood_that_is_not_split_over_rows_is_refused(tmp_path):
     assert len(lines) == 1 and "'walk'" in lines[0] and "not one per row" in lines[0], lines
 
 
-def test_resume_only_on_the_same_layout(tmp_path):
-    """A run stopped by ``--max-time`` resumes with its shards; without them it is refused."""
+def test_resume_only_on_the_same_layout(tmp_path, runs):
+    """A run stopped by ``--max-time`` resumes with its shards to the draws of the run never
+    stopped; without its shards it is refused."""
     (tmp_path / "logistic.py").write_text(LOGISTIC)
     out = tmp_path / "stopped.h5"
     first = _run(tmp_path, out, "--data-shards", "2", "--chunk-draws", "50", "--max-time", "1")
@@ -203,4 +228,6 @@ def test_resume_only_on_the_same_layout(tmp_path):
     same = _run(tmp_path, out, "--data-shards", "2", "--chunk-draws", "50", "--resume")
     assert same.returncode == 0, same.stderr[-3000:]
     posterior, _ = _posterior(out)
-    assert posterior["alpha"].shape == (CHAINS, DRAWS)
+    (uninterrupted, _) = runs["shards"]
+    for name in ("alpha", "beta", "eta"):
+        np.testing.assert_array_equal(posterior[name].values, uninterrupted[name].values)
