@@ -251,6 +251,9 @@ def test_submit_refuses_bad_resources_with_one_line(tmp_path):
         mpi_pymc.submit(str(EIGHT_SCHOOLS), time="00:10:00", nodes=0, out=str(tmp_path / "x.h5"))
     with pytest.raises(mpi_pymc.UserError, match="HH:MM:SS"):
         mpi_pymc.submit(str(EIGHT_SCHOOLS), time="ten minutes", out=str(tmp_path / "x.h5"))
+    with pytest.raises(mpi_pymc.UserError, match="does not divide the 8 ranks"):
+        mpi_pymc.submit(str(EIGHT_SCHOOLS), time="00:10:00", nodes=2, gpus_per_node=4,
+                        data_shards=3, out=str(tmp_path / "x.h5"))  # fmt: skip
     assert not list(tmp_path.iterdir())
 
 

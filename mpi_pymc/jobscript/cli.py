@@ -35,6 +35,9 @@ is picked from the options unless --template names one:
                     --resume (default for --signal-before)
   array_sweep       an array job over seeds or model variants (default for --array or several
                     models); --out must then contain %a, the array task id
+  data_shards       one chain's data split over S GPUs (default for --data-shards S > 1 on
+                    GPUs); S must divide the ranks, and a shard group stays on one node when S
+                    divides the ranks per node
 --out may use sbatch's %x (job name), %j (job id), %A (array job id) and %a (array task id).
 
 examples:
@@ -44,6 +47,8 @@ examples:
       --template walltime_resume --draws 200000 -o long.sbatch
   python -m mpi_pymc jobscript model.py --cpu --nodes 2 --ranks-per-node 16 --cpus-per-rank 4 \\
       --time 01:00:00 --array 0-9 --out sweep-%a.h5 -o sweep.sbatch
+  python -m mpi_pymc jobscript big_glm.py --nodes 4 --gpus-per-node 4 --data-shards 4 \\
+      --time 04:00:00 -o shards.sbatch
 then: sbatch fit.sbatch
 """
 
@@ -130,7 +135,36 @@ def _choose_template(args: argparse.Namespace) -> str:
         return "walltime_resume"
     if args.cpu:
         return "cpu_nodes"
+    if (getattr(args, "data_shards", None) or 1) > 1:
+        return "data_shards"
     return "multi_node_gpus" if args.nodes > 1 else "single_node_gpus"
+
+
+def _check_data_shards(
+    run_options: dict, nodes: int, ranks_per_node: int | None, gpus_per_rank: int
+) -> None:
+    """``--data-shards S`` must fit the job before it queues (the run would refuse it at its
+    start, after the wait): the S GPUs of each rank (``--gpus-per-rank S``), or S ranks of one
+    device each with S dividing the ranks. (A shard group sits on one node when S divides the
+    ranks per node; the data_shards template says why that is faster.)"""
+    shards = run_options.get("data_shards")
+    if shards is None or shards <= 1:
+        return
+    if gpus_per_rank > 1:
+        if shards != gpus_per_rank:
+            raise UserError(
+                f"--data-shards {shards} but --gpus-per-rank {gpus_per_rank}: a rank splits "
+                f"the data over all its GPUs, so pass --data-shards {gpus_per_rank}, or one GPU "
+                "per rank to split it across ranks"
+            )
+        return
+    if ranks_per_node is not None and (nodes * ranks_per_node) % shards:
+        total = nodes * ranks_per_node
+        raise UserError(
+            f"--data-shards {shards} does not divide the {total} ranks ({nodes} node(s) x "
+            f"{ranks_per_node}): use a divisor of {total}, best one of the {ranks_per_node} "
+            "ranks per node"
+        )
 
 
 def request_from_args(args: argparse.Namespace) -> JobRequest:
@@ -177,6 +211,7 @@ def request_from_args(args: argparse.Namespace) -> JobRequest:
                 f"--ranks-per-node {args.ranks_per_node} but {args.gpus_per_node} GPUs per node "
                 f"at {per_rank} per rank make {ranks_per_node}: drop --ranks-per-node"
             )
+    _check_data_shards(run_options, args.nodes, ranks_per_node, gpus_per_rank or (0 if cpu else 1))
     if name == "single_node_gpus" and args.nodes > 1:
         raise UserError(
             f"single_node_gpus is for one node but --nodes {args.nodes}: "

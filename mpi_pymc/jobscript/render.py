@@ -20,7 +20,14 @@ from mpi_pymc import __version__
 from mpi_pymc.core.config import UserError
 from mpi_pymc.options import add_run_options
 
-TEMPLATES = ("single_node_gpus", "multi_node_gpus", "cpu_nodes", "walltime_resume", "array_sweep")
+TEMPLATES = (
+    "single_node_gpus",
+    "multi_node_gpus",
+    "cpu_nodes",
+    "walltime_resume",
+    "array_sweep",
+    "data_shards",
+)
 
 
 _SBATCH = re.compile(r"^#SBATCH\s+--(?P<name>[A-Za-z-]+)(?:=(?P<value>\S*))?\s*$")

@@ -60,10 +60,10 @@ def bash_array(script: str, name: str) -> list[str]:
 # The templates as shipped
 
 
-def test_the_six_templates_exist():
+def test_the_seven_templates_exist():
     assert ALL_TEMPLATES == sorted(
         ["single_node_gpus", "multi_node_gpus", "cpu_nodes", "walltime_resume", "array_sweep",
-         "scaling_benchmark"]
+         "data_shards", "scaling_benchmark"]
     )  # fmt: skip
     assert set(jobscript.TEMPLATES) == set(ALL_TEMPLATES) - {"scaling_benchmark"}
 
@@ -204,11 +204,38 @@ def test_template_is_chosen_from_the_options(capsys):
         ("--cpu",): "cpu_nodes",
         ("--gpus-per-node", "1", "--signal-before", "300"): "walltime_resume",
         ("--cpu", "--array", "0-3", "--out", "f-%a.h5"): "array_sweep",
+        ("--gpus-per-node", "4", "--nodes", "2", "--data-shards", "4"): "data_shards",
+        ("--gpus-per-node", "4", "--data-shards", "1"): "single_node_gpus",
+        ("--cpu", "--ranks-per-node", "4", "--data-shards", "2"): "cpu_nodes",
     }
     for extra, name in cases.items():
         code, out, err = render([str(EIGHT_SCHOOLS), "--time", "01:00:00", *extra], capsys)
         assert code == 0, err
         assert f"{name}.sbatch" in out.splitlines()[1]
+
+
+def test_data_shards_rendering_keeps_the_layout_on_the_sbatch_lines(capsys):
+    code, out, err = render(
+        [str(EIGHT_SCHOOLS), "--time", "02:00:00", "--nodes", "4", "--gpus-per-node", "4",
+         "--data-shards", "4", "--chains-per-rank", "2"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    options = sbatch_options(out)
+    assert (options["nodes"], options["ntasks-per-node"], options["gpus-per-node"]) == (
+        "4", "4", "4"
+    )  # fmt: skip
+    words = bash_array(out, "RUN_OPTIONS")
+    assert words[words.index("--data-shards") + 1] == "4" and words.count("--data-shards") == 1
+    assert words[words.index("--chains-per-rank") + 1] == "2"
+    # Two GPUs per rank: the rank's own devices hold the shards.
+    code, out, err = render(
+        [str(EIGHT_SCHOOLS), "--time", "02:00:00", "--gpus-per-node", "4", "--gpus-per-rank", "2",
+         "--data-shards", "2"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert sbatch_options(out)["ntasks-per-node"] == "2"
 
 
 def test_cpu_rendering_asks_for_no_gpus(capsys):
@@ -302,6 +329,28 @@ def test_job_file_is_written_once(capsys, tmp_path):
         ),  # fmt: skip
         (["--time", "01:00:00", "--cpu", "--job-name", "my job"], "--job-name"),
         (["--time", "01:00:00", "--cpu", "--out", "a%q.h5"], "%q"),
+        # Data shards that the run would refuse only after the job waited in the queue.
+        (
+            ["--time", "01:00:00", "--nodes", "2", "--gpus-per-node", "4", "--data-shards", "3"],
+            "--data-shards 3 does not divide the 8 ranks (2 node(s) x 4)",
+        ),  # fmt: skip
+        (
+            [
+                "--time",
+                "01:00:00",
+                "--gpus-per-node",
+                "4",
+                "--gpus-per-rank",
+                "2",
+                "--data-shards",
+                "4",
+            ],
+            "so pass --data-shards 2",
+        ),  # fmt: skip
+        (
+            ["--time", "01:00:00", "--cpu", "--ranks-per-node", "3", "--data-shards", "2"],
+            "--data-shards 2 does not divide the 3 ranks",
+        ),  # fmt: skip
     ],
 )
 def test_mistakes_give_one_line(argv, needle, capsys):

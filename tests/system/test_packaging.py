@@ -27,6 +27,7 @@ TEMPLATE_ARGS = {
     "cpu_nodes": ["--cpu"],
     "walltime_resume": ["--gpus-per-node", "1", "--signal-before", "300"],
     "array_sweep": ["--cpu", "--array", "0-3", "--out", "fit-%a.h5"],
+    "data_shards": ["--nodes", "2", "--gpus-per-node", "4", "--data-shards", "4"],
 }
 RUN_LINE = re.compile(r'^\s*"\$PYTHON" -m mpi_pymc run "\$MODEL" ', flags=re.MULTILINE)
 

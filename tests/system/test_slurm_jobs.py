@@ -131,6 +131,37 @@ def test_single_node_template_rendered_for_cpu(slurm, tmp_path):
     check_result(tmp_path / f"es-{job}.h5", chains=8, draws=50)  # 2 ranks x 4 chains
 
 
+ROWS_MODEL = """
+import numpy as np
+import pymc as pm
+
+rng = np.random.default_rng(3)
+X = rng.normal(size=(200, 2))
+y = (rng.random(200) < 1 / (1 + np.exp(-(X @ np.array([1.0, -1.0]))))).astype("int8")
+with pm.Model() as model:
+    beta = pm.Normal("beta", 0.0, 1.0, shape=2)
+    pm.Bernoulli("y", logit_p=pm.Data("X", X) @ beta, observed=y)
+"""
+
+
+def test_data_shards_template_rendered_for_cpu(slurm, tmp_path):
+    """jobs/data_shards.sbatch: 2 ranks of one device as 2 data shards of one chain group, the
+    shard group one JAX job started under srun; one output file, no shard folder left."""
+    (tmp_path / "rows.py").write_text(ROWS_MODEL)
+    script = render(
+        tmp_path,
+        [str(tmp_path / "rows.py"), "--template", "data_shards", "--cpu", "--ranks-per-node",
+         "2", "--cpus-per-rank", "1", "--time", "00:10:00", "--data-shards", "2",
+         "--chains-per-rank", "2", *SMALL, "--seed", "6", "--out", "rows-%j.h5"],
+    )  # fmt: skip
+    code, job, name = submit(slurm, tmp_path, [str(script)])
+    assert code == 0, logs(tmp_path)
+    log = (tmp_path / f"{name}-{job}.out").read_text()
+    assert "2 ranks" in log and "done:" in log, log
+    check_result(tmp_path / f"rows-{job}.h5", chains=2, draws=50)  # 1 chain group x 2 chains
+    assert not list(tmp_path.glob(".rows-*.shard*")), list(tmp_path.iterdir())
+
+
 def test_cpu_template_as_shipped(slurm, tmp_path):
     """jobs/cpu_nodes.sbatch unchanged; resources and arguments on the sbatch command line."""
     shutil.copy(EIGHT_SCHOOLS, tmp_path / "model.py")
