@@ -72,9 +72,10 @@ def missing_ops(fgraph) -> set[str]:
         op = node.op.scalar_op if isinstance(node.op, Elemwise) else node.op
         if getattr(op, "fgraph", None) is not None:  # Composite, Scan, OpFromGraph
             inner = op.fgraph
-            if isinstance(op, OpFromGraph):
-                # PyTensor's JAX translation rewrites an OpFromGraph's inner graph first (a
+            if isinstance(op, OpFromGraph) and hasattr(inner, "clone"):
+                # pytensor 2's JAX translation rewrites an OpFromGraph's inner graph first (a
                 # Reshape's symbolic shape becomes a constant there): probe what it translates.
+                # (pytensor 3's inner graphs are frozen, already rewritten.)
                 inner = inner.clone()
                 mode.JAX.optimizer.rewrite(inner)
             found |= missing_ops(inner)
