@@ -23,6 +23,7 @@ import pytensor
 import pytensor.tensor as pt
 from pymc.distributions.distribution import Distribution
 from pytensor.compile import SharedVariable, mode
+from pytensor.compile.builders import OpFromGraph
 from pytensor.graph.fg import FunctionGraph
 from pytensor.graph.traversal import graph_inputs
 from pytensor.link.jax.dispatch import jax_funcify
@@ -70,7 +71,14 @@ def missing_ops(fgraph) -> set[str]:
     for node in fgraph.toposort():
         op = node.op.scalar_op if isinstance(node.op, Elemwise) else node.op
         if getattr(op, "fgraph", None) is not None:  # Composite, Scan, OpFromGraph
-            found |= missing_ops(op.fgraph)
+            inner = op.fgraph
+            if isinstance(op, OpFromGraph) and hasattr(inner, "clone"):
+                # pytensor 2's JAX translation rewrites an OpFromGraph's inner graph first (a
+                # Reshape's symbolic shape becomes a constant there): probe what it translates.
+                # (pytensor 3's inner graphs are frozen, already rewritten.)
+                inner = inner.clone()
+                mode.JAX.optimizer.rewrite(inner)
+            found |= missing_ops(inner)
             continue
         try:
             jax_funcify(op, node=node)

@@ -1,5 +1,6 @@
 """mpi_pymc.model.jax_ops: JAX erfcx and erfcinv against SciPy, and Censored/Truncated Normal models
-translated through them against PyMC's own log-density (issue #16).
+translated through them against PyMC's own log-density (issue #16); JAX ive against PyTensor's
+own and an exact series, and pm.gp.HSGPPeriodic through it against PyMC (issue #37).
 
 Values are checked over the whole domain, large and tiny arguments included; results that
 would be subnormal are left out (XLA on CPU flushes subnormals to zero).
@@ -153,8 +154,8 @@ def test_register_keeps_working_translations_and_is_idempotent() -> None:
     from pytensor.scalar import math as scalar_math
 
     ours = jax_ops.register()
-    assert jax_ops.register() == ours and set(ours) <= {"Erfcx", "Erfcinv", "Eigvalsh"}
-    for name in ("Erfcx", "Erfcinv"):
+    assert jax_ops.register() == ours and set(ours) <= {"Erfcx", "Erfcinv", "Ive", "Eigvalsh"}
+    for name in ("Erfcx", "Erfcinv", "Ive"):
         translate = jax_funcify.dispatch(getattr(scalar_math, name))
         assert (translate.__module__ == jax_ops.__name__) == (name in ours)
 
@@ -207,3 +208,139 @@ def test_censored_and_truncated_normal_match_pymc(make_model) -> None:
         as_dict = dict(zip(compiled.value_names, compiled.unravel(flat), strict=True))
         np.testing.assert_allclose(float(got), logp(as_dict), rtol=1e-10)
         np.testing.assert_allclose(np.asarray(grad), dlogp(as_dict), rtol=1e-10, atol=1e-12)
+
+
+# --- ive (issue #37) ---------------------------------------------------------------------------
+IVE_ORDERS = np.array([*range(30), 50, 100, 200, 500, 1000], dtype=float)
+IVE_X = np.concatenate(
+    [
+        [0.0, 1e-300, 1e-100, 1e-20],
+        np.logspace(-8, 7, 301),
+        np.linspace(35.0, 45.0, 41),  # around the switch to Hankel's series at 40
+        [5e3 - 1, 5e3, 5e3 + 1, 1.25e5, 5e5 - 1, 5e5, 5e5 + 1],  # v^2/2 for v = 100, 500, 1000
+        [1e12, 1e300],
+    ]
+)
+
+
+def pytensor_ive_and_slope():
+    """PyTensor's own ive and its gradient in x, compiled in its default mode (Ive has no C
+    code: SciPy's ive, through the op's perform)."""
+    v, x = pt.dvector("v"), pt.dvector("x")
+    y = pt.ive(v, x)
+    return pytensor.function([v, x], [y, pytensor.grad(y.sum(), x)])
+
+
+def ive_and_slope(v, x):
+    return jax.jit(jax.vmap(jax.value_and_grad(jax_ops.ive, argnums=1)))(v, x)
+
+
+def test_ive_matches_pytensor() -> None:
+    """Over orders 0-1000 and x from 0 to 1e300. Values to 5e-13: ours is a product of v ratios
+    (about v/4 ulps at v = 1000, 2.4e-13 measured), SciPy's own error reaches 3e-14 at small x
+    (see the exact test below). PyTensor's gradient (ive(v-1) - 2 ive(v) + ive(v+1)) / 2 cancels
+    where x >> 1 (to ~ive/(2x)): its own error is SciPy's relative error, taken as 2e-13, times
+    the terms that cancel, and ours is allowed that plus 1e-12 relative."""
+    v, x = (a.ravel() for a in np.meshgrid(IVE_ORDERS, IVE_X, indexing="ij"))
+    expected, expected_slope = pytensor_ive_and_slope()(v, x)
+    got, slope = (np.asarray(a) for a in ive_and_slope(v, x))
+    # Results near the bottom of the range are left out: XLA on CPU flushes subnormals to
+    # zero, and SciPy returns 0 for some results of 1e-305.
+    keep = (expected > 1e-300) | (x == 0)
+    np.testing.assert_allclose(got[keep], expected[keep], rtol=5e-13, atol=0)
+    cancelling = (sp.ive(v - 1, x) + 2 * sp.ive(v, x) + sp.ive(v + 1, x)) / 2
+    keep &= np.abs(expected_slope) > np.finfo(float).tiny
+    error = np.abs(slope - expected_slope)[keep]
+    allowed = 1e-12 * np.abs(expected_slope[keep]) + 2e-13 * cancelling[keep]
+    assert np.all(error <= allowed), np.max(error / allowed)
+
+
+def exact_ive_and_slope(v: int, x: float) -> tuple[float, float]:
+    """exp(-x) I_v(x) and its x-derivative from the power series in 60-digit decimals:
+    I_v = sum_j (x/2)^(v+2j) / (j! (v+j)!), x I_v' = sum_j (v+2j) (x/2)^(v+2j) / (j! (v+j)!)."""
+    with localcontext() as context:
+        context.prec = 60
+        big_x = Decimal(x)
+        quarter_x2 = (big_x / 2) ** 2
+        term = (big_x / 2) ** v / math.factorial(v)
+        total = weighted = Decimal(0)
+        j = 0
+        while j <= x or term >= total * Decimal(10) ** -40:
+            total += term
+            weighted += term * (v + 2 * j)
+            j += 1
+            term = term * quarter_x2 / (j * (v + j))
+        scale = (-big_x).exp()
+        return float(total * scale), float((weighted / big_x - total) * scale)
+
+
+def test_ive_matches_the_exact_series() -> None:
+    """Tighter than SciPy allows: values to 4e-15 (a few ulps: ratios in positive arithmetic,
+    i0e's own error) where SciPy is off by up to 3e-14 (ive(2, 1e-100)); slopes to 5e-13 (ours
+    is ive (v/x + I_{v+1}/I_v - 1), which cancels to ~1/(2x) for x >> v: 2.4e-13 measured at
+    v = 100, x = 3000)."""
+    orders = [0, 1, 2, 3, 7, 30, 100]
+    xs = [1e-200, 1e-30, 1e-5, 0.01, 0.3, 1.0, 2.5, 7.0, 20.0, 39.9, 40.0, 45.0, 80.0, 300.0, 3e3]
+    pairs = [(v, x) for v in orders for x in xs]
+    exact = np.array([exact_ive_and_slope(v, x) for v, x in pairs])
+    got, slope = ive_and_slope(*(np.array(a, float) for a in zip(*pairs, strict=True)))
+    keep = exact[:, 0] > np.finfo(float).tiny
+    np.testing.assert_allclose(np.asarray(got)[keep], exact[keep, 0], rtol=4e-15, atol=0)
+    np.testing.assert_allclose(np.asarray(slope)[keep], exact[keep, 1], rtol=5e-13, atol=0)
+
+
+def test_ive_edges() -> None:
+    """x = 0 (1 for v = 0, else 0; PyTensor's slope there, with its sign(0) = -1: 1 for v = 0,
+    1/2 for |v| = 1, else 0), negative x
+    and orders (ive(n, -x) = (-1)^n ive(n, x), ive(-n, x) = ive(n, x)), infinite x (0, the
+    limit), and NaN for NaN x or an order that is not an integer."""
+    v = np.array([0.0, 1.0, 2.0, -1.0, 3.0, -3.0, 2.0, 0.5, 2.0])
+    x = np.array([0.0, 0.0, 0.0, 0.0, -2.5, 2.5, np.inf, 1.0, np.nan])
+    got, slope = (np.asarray(a) for a in ive_and_slope(v, x))
+    np.testing.assert_allclose(got[:6], sp.ive(v[:6], x[:6]), rtol=1e-15, atol=0)
+    np.testing.assert_array_equal(slope[:4], [1.0, 0.5, 0.0, 0.5])
+    v, x = v[4:6], x[4:6]
+    pytensor_slope = (sp.ive(v - 1, x) - 2 * np.sign(x) * sp.ive(v, x) + sp.ive(v + 1, x)) / 2
+    np.testing.assert_allclose(slope[4:6], pytensor_slope, rtol=1e-13)
+    assert got[6] == 0.0 and slope[6] == 0.0
+    assert np.all(np.isnan(got[7:])) and np.all(np.isnan(slope[7:]))
+
+
+def test_ive_refuses_a_gradient_in_its_order() -> None:
+    with pytest.raises(NotImplementedError, match="order"):
+        jax.grad(jax_ops.ive)(2.0, 1.5)
+
+
+def test_ive_translation_refuses_a_constant_order_that_is_not_an_integer() -> None:
+    jax_ops.register()
+    x = pt.dvector("x")
+    with pytest.raises(NotImplementedError, match="integer orders"):
+        pytensor.function([x], pt.ive(pt.as_tensor([0.0, 1.5]), x), mode="JAX")
+
+
+def hsgp_periodic_model() -> pm.Model:
+    x = np.linspace(0, 5, 12)[:, None]
+    y = np.sin(2 * np.pi * x[:, 0] / 3.0) + 0.1 * np.random.default_rng(3).normal(size=12)
+    with pm.Model() as model:
+        ls = pm.Gamma("ls", 4, 4)
+        cov = pm.gp.cov.Periodic(1, period=3.0, ls=ls)
+        gp = pm.gp.HSGPPeriodic(m=25, scale=pm.HalfNormal("scale", 1.0), cov_func=cov)
+        pm.Normal("y", gp.prior("f", X=x), 0.2, observed=y)
+    return model
+
+
+def test_hsgp_periodic_matches_pymc() -> None:
+    """Orders 0-24 of ive at 1/ls^2 from 1e-2 (ls = 10) to 400 (ls = 0.05): both regimes."""
+    model = hsgp_periodic_model()
+    compiled = compile_model(model)
+    logp, dlogp = model.compile_logp(), model.compile_dlogp()
+    value_and_grad = jax.jit(jax.value_and_grad(compiled.logdensity))
+    rng = np.random.default_rng(5)
+    assert compiled.value_names[0] == "ls_log__"
+    for log_ls in [np.log(10.0), 0.0, -1.0, np.log(0.05)]:
+        flat = compiled.initial_flat + 0.3 * rng.normal(size=compiled.dimension)
+        flat[0] = log_ls
+        got, grad = value_and_grad(flat, compiled.data)
+        point = dict(zip(compiled.value_names, compiled.unravel(flat), strict=True))
+        np.testing.assert_allclose(float(got), logp(point), rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(grad), dlogp(point), rtol=1e-9, atol=1e-9)
