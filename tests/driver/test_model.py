@@ -163,17 +163,32 @@ def test_shards_across_ranks_match_the_unsharded_posterior_within_mcse(runs, acr
     np.testing.assert_allclose(shards["eta"].values, expected, rtol=1e-12, atol=1e-12)
 
 
-def test_shards_across_ranks_get_one_line_and_exit_2_on_every_rank(tmp_path):
-    # Ranks of one device each: S must divide the ranks.
+@pytest.mark.parametrize(
+    ("ranks", "existing", "needle"),
+    [
+        (3, False, "2 does not divide the 3 ranks: start a multiple of 2 ranks"),
+        # Only shard 0 judges the run's output: shard 1's rank hears its refusal, no hang.
+        (2, True, "already exists: pass --overwrite to replace it"),
+    ],
+)
+def test_shards_across_ranks_get_one_line_and_exit_2_on_every_rank(
+    tmp_path, ranks, existing, needle
+):
+    # Ranks of one device each: S must divide the ranks; an existing output is kept.
     (tmp_path / "logistic.py").write_text(LOGISTIC)
+    out = tmp_path / "bad.h5"
+    if existing:
+        out.write_bytes(b"not to be damaged")
     args = ["run", "logistic.py", "--chains", "6", "--draws", "5", "--tune", "5",
-            "--out", str(tmp_path / "bad.h5"), "--data-shards", "2"]  # fmt: skip
-    proc = _run_one_device(3, args, tmp_path, timeout=300)
+            "--out", str(out), "--data-shards", "2"]  # fmt: skip
+    proc = _run_one_device(ranks, args, tmp_path, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = error_lines(proc.stderr)
-    needle = "2 does not divide the 3 ranks: start a multiple of 2 ranks"
     assert len(lines) == 1 and needle in lines[0], proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
+    if existing:
+        assert out.read_bytes() == b"not to be damaged"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.h5", "logistic.py"]
 
 
 def test_shards_across_ranks_resume_after_a_failure_to_the_uninterrupted_draws(tmp_path):
