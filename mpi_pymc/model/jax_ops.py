@@ -311,10 +311,10 @@ def _betaln(a, b):
 def _betainc_partial_fraction(k, a, b, x):
     """d_k and its derivatives in a and b (k >= 1)."""
     m = jnp.floor(k / 2)
-    if_even = (a + 2 * m - 1) * (a + 2 * m)
-    d_even = m * (b - m) * x / if_even
+    even_denominator = (a + 2 * m - 1) * (a + 2 * m)
+    d_even = m * (b - m) * x / even_denominator
     da_even = -d_even * (1 / (a + 2 * m - 1) + 1 / (a + 2 * m))
-    db_even = m * x / if_even  # not d/(b - m): d_2m = 0 at b = m, its derivative is not
+    db_even = m * x / even_denominator  # not d/(b - m): d_2m = 0 at b = m, its derivative is not
     d_odd = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
     da_odd = d_odd * (1 / (a + m) + 1 / (a + b + m) - 1 / (a + 2 * m) - 1 / (a + 2 * m + 1))
     db_odd = d_odd / (a + b + m)
@@ -331,28 +331,29 @@ def _betainc_fraction_slopes(a, b, x, log_x, log_1mx):
     NaN where it has not converged in _BETAINC_MAX_STEPS. ``log_x``, ``log_1mx``: log x and
     log(1 - x), from the caller's x (the fraction's x may be 1 - x, rounded)."""
     tolerance = _BETAINC_TOLERANCE[x.dtype]
-    log_k = a * log_x + b * log_1mx - jnp.log(a) - _betaln(a, b)
+    log_prefactor = a * log_x + b * log_1mx - jnp.log(a) - _betaln(a, b)  # log K
     digamma = jax.scipy.special.digamma
-    log_k_da = log_x - 1 / a - digamma(a) + digamma(a + b)
-    log_k_db = log_1mx - digamma(b) + digamma(a + b)
+    log_prefactor_da = log_x - 1 / a - digamma(a) + digamma(a + b)
+    log_prefactor_db = log_1mx - digamma(b) + digamma(a + b)
     ones, zeros = jnp.ones_like(x), jnp.zeros_like(x)
 
-    # Each convergent as (A, dA/da, dA/db), and B alike; rescaled by B after every step so
-    # that nothing overflows (the ratios are what count). C_1 = A_1/B_1 = 1/1, A_0/B_0 = 0/1.
+    # The convergents' numerators A as (A, dA/da, dA/db), their denominators B alike, both
+    # divided by the newest B after every step so that nothing overflows (only ratios count).
+    # A_0/B_0 = 0/1, A_1/B_1 = 1/1.
     class State(NamedTuple):
-        k: jax.Array
-        a_prev: tuple
-        a_now: tuple
-        b_prev: tuple
-        b_now: tuple
+        step: jax.Array
+        numerator_prev: tuple
+        numerator_now: tuple
+        denominator_prev: tuple
+        denominator_now: tuple
         fraction: tuple  # C, dC/da, dC/db
         done: jax.Array
 
     def still_running(state):
-        return (state.k <= _BETAINC_MAX_STEPS) & ~jnp.all(state.done)
+        return (state.step <= _BETAINC_MAX_STEPS) & ~jnp.all(state.done)
 
-    def step(state):
-        d, d_da, d_db = _betainc_partial_fraction(state.k, a, b, x)
+    def advance_one(state):
+        d, d_da, d_db = _betainc_partial_fraction(state.step, a, b, x)
 
         def advance(now, prev):  # (v + d w)' = v' + d' w + d w'
             return (
@@ -361,19 +362,30 @@ def _betainc_fraction_slopes(a, b, x, log_x, log_1mx):
                 now[2] + d_db * prev[0] + d * prev[2],
             )
 
-        a_new, b_new = advance(state.a_now, state.a_prev), advance(state.b_now, state.b_prev)
-        scale = 1 / b_new[0]
-        a_prev, b_prev = (tuple(v * scale for v in t) for t in (state.a_now, state.b_now))
-        a_new, b_new = (tuple(v * scale for v in t) for t in (a_new, b_new))
-        c = a_new[0]  # B = 1 now
-        fraction = (c, a_new[1] - c * b_new[1], a_new[2] - c * b_new[2])
+        numerator_new, denominator_new = (
+            advance(state.numerator_now, state.numerator_prev),
+            advance(state.denominator_now, state.denominator_prev),
+        )
+        scale = 1 / denominator_new[0]
+        numerator_prev, denominator_prev = (
+            tuple(v * scale for v in t) for t in (state.numerator_now, state.denominator_now)
+        )
+        numerator_new, denominator_new = (
+            tuple(v * scale for v in t) for t in (numerator_new, denominator_new)
+        )
+        c = numerator_new[0]  # B = 1 now
+        fraction = (
+            c,
+            numerator_new[1] - c * denominator_new[1],
+            numerator_new[2] - c * denominator_new[2],
+        )
         old = state.fraction
         scales = (
             jnp.abs(c),
-            jnp.abs(fraction[1]) + jnp.abs(c * log_k_da),
-            jnp.abs(fraction[2]) + jnp.abs(c * log_k_db),
+            jnp.abs(fraction[1]) + jnp.abs(c * log_prefactor_da),
+            jnp.abs(fraction[2]) + jnp.abs(c * log_prefactor_db),
         )
-        converged = state.k >= 3
+        converged = state.step >= 3
         for new, before, size in zip(fraction, old, scales, strict=True):
             converged &= jnp.abs(new - before) <= tolerance * size
         done = state.done | converged | jnp.isnan(c)
@@ -382,11 +394,11 @@ def _betainc_fraction_slopes(a, b, x, log_x, log_1mx):
             return tuple(jnp.where(state.done, o, n) for n, o in zip(t_new, t_old, strict=True))
 
         return State(
-            state.k + 1,
-            keep(a_prev, state.a_prev),
-            keep(a_new, state.a_now),
-            keep(b_prev, state.b_prev),
-            keep(b_new, state.b_now),
+            state.step + 1,
+            keep(numerator_prev, state.numerator_prev),
+            keep(numerator_new, state.numerator_now),
+            keep(denominator_prev, state.denominator_prev),
+            keep(denominator_new, state.denominator_now),
             keep(fraction, old),
             done,
         )
@@ -400,13 +412,13 @@ def _betainc_fraction_slopes(a, b, x, log_x, log_1mx):
         (ones, zeros, zeros),
         jnp.zeros(x.shape, bool),
     )
-    final = jax.lax.while_loop(still_running, step, start)
+    final = jax.lax.while_loop(still_running, advance_one, start)
     c, c_da, c_db = final.fraction
-    k = jnp.exp(log_k)
+    prefactor = jnp.exp(log_prefactor)
     converged = final.done & jnp.isfinite(c)
     # K = 0 (x = 0, or K underflows): the derivatives are 0, not 0 * log 0.
-    slope_a = jnp.where(k == 0, 0.0, k * (c * log_k_da + c_da))
-    slope_b = jnp.where(k == 0, 0.0, k * (c * log_k_db + c_db))
+    slope_a = jnp.where(prefactor == 0, 0.0, prefactor * (c * log_prefactor_da + c_da))
+    slope_b = jnp.where(prefactor == 0, 0.0, prefactor * (c * log_prefactor_db + c_db))
     return jnp.where(converged, slope_a, jnp.nan), jnp.where(converged, slope_b, jnp.nan)
 
 
