@@ -54,6 +54,7 @@ def _resolve_shard_resume(job: Job, original: RunConfig) -> tuple[RunConfig, Che
             "a failure between their writes can leave them so: start the run again without "
             "--resume"
         )
+    assert found is not None  # every shard said no problem, so every shard found its checkpoint
     return found
 
 

@@ -80,7 +80,7 @@ def _remove_scratch_unless_resumable(job: Job) -> None:
     checkpoint is there, ``--resume`` on the same layout continues from it."""
     from mpi_pymc.output.checkpoint import checkpoint_path
 
-    if not os.path.exists(checkpoint_path(str(job.config.out))):
+    if job.scratch is not None and not os.path.exists(checkpoint_path(str(job.config.out))):
         shutil.rmtree(job.scratch, ignore_errors=True)
 
 

@@ -526,11 +526,10 @@ def register() -> list[str]:
             _theirs.add(op_class)
             continue
 
-        def translate(op, implementation=implementation, **kwargs):
+        def returns_it(op, implementation=implementation, **kwargs):
             return implementation
 
-        translate = _TRANSLATIONS.get(name, translate)
-
+        translate = _TRANSLATIONS.get(name, returns_it)
         jax_funcify.register(op_class)(translate)
         _ours[op_class] = translate
     from mpi_pymc.model import jax_linalg
