@@ -3,6 +3,7 @@ chunk until the draws, the goal or a stop end it."""
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Callable
@@ -111,14 +112,30 @@ def _check_goal(job: Job, chains: Chains, sampled: Sampled, writer) -> None:
 
 def _agreed_write(job: Job, phase: str, write: Callable[[], None], draws_kept: int) -> None:
     """A write that may fail on some ranks (disk full, quota, I/O error), agreed at once: every
-    rank stops here with one line, before a checkpoint could claim the lost draws."""
+    rank of the job (every data shard's too) stops here with one line, before a checkpoint could
+    claim the lost draws."""
+
+    def attempt() -> None:
+        _injected_write_fault(job.everyone.Get_rank(), draws_kept)
+        write()
+
     _on_every_rank(
-        job.comm,
+        job.everyone,
         phase,
-        write,
+        attempt,
         catch=(OSError,),
         reword=lambda exc: f"{exc}; {what_is_kept(job.config, draws_kept)}",
     )
+
+
+def _injected_write_fault(rank: int, draw: int) -> None:
+    """Test hook: ``MPI_PYMC_INJECT_WRITE_FAULT=RANK:DRAW`` makes that rank's (of every rank of
+    the job) writes fail as a full disk would, from that draw on."""
+    spec = os.environ.get("MPI_PYMC_INJECT_WRITE_FAULT")
+    if spec:
+        fault_rank, fault_draw = (int(x) for x in spec.split(":"))
+        if rank == fault_rank and draw >= fault_draw:
+            raise OSError(errno.ENOSPC, f"injected write fault at draw {draw}")
 
 
 def _injected_fault(rank: int, draw: int) -> None:

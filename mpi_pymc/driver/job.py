@@ -65,6 +65,13 @@ class Job:
     def size(self) -> int:
         return self.comm.Get_size()
 
+    @property
+    def everyone(self) -> Any:
+        """Every rank of the job: ``world`` with data shards across ranks, else ``comm``. A
+        failure that must stop the run is agreed over it: a shard's ranks that went on alone
+        would wait forever in the log-density's collective."""
+        return self.world if self.world is not None else self.comm
+
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
         t0 = time.perf_counter()
