@@ -81,10 +81,10 @@ class BackgroundCompile:
     long as one after the other."""
 
     def __init__(self, job: Job, sampler, chains: int, background: bool):
-        programs = sampler.program_names()
-        self.mine = (
-            programs[job.rank :: min(job.size, len(programs))] if job.rank < len(programs) else []
-        )
+        # One program per rank, the last rank taking those left over.
+        programs = sampler.program_names(job.size)
+        last = job.rank == job.size - 1
+        self.mine = programs[job.rank :] if last else programs[job.rank : job.rank + 1]
         self.sampler, self.chains = sampler, chains
         self.error: BaseException | None = None
         self.thread = None

@@ -21,6 +21,7 @@ from jax.sharding import SingleDeviceSharding
 
 from mpi_pymc.core.config import RunConfig
 from mpi_pymc.model.compile import CompiledModel
+from mpi_pymc.sampling import metric as metrics
 from mpi_pymc.sampling.base import GROUP_AXIS, STAT_NAMES, SamplerBackend
 from mpi_pymc.sampling.chain_devices import (
     ChainPlacement,
@@ -58,6 +59,21 @@ def _loop_steps(step, length: int):
             return new, buffer
 
         return jax.lax.fori_loop(0, n, body, (state, buffers))
+
+    return run
+
+
+def _on_its_diagonal(step):
+    """``step`` with the state's metric narrowed to its diagonal (no low-rank columns) and given
+    back as it was: a sampling step leaves the metric alone. With every column unused (value 1)
+    the low-rank terms add exact zeros (``metric.velocity``, ``kinetic``, ``momentum``), so the
+    draws are those of ``step``, bit for bit, without the O(dk) per leapfrog."""
+
+    def run(state, data):
+        wide = state.metric
+        narrow = metrics.diagonal(wide.inv_diag, 0)
+        new, position, stats = step(state._replace(metric=narrow), data)
+        return new._replace(metric=wide), position, stats
 
     return run
 
@@ -237,6 +253,24 @@ class ChainGroupSampler:
         sample = ("sample", _loop_steps(self.backend.step, self.chunk), (0, None, None))
         return warmup, sample
 
+    @property
+    def has_diagonal_program(self) -> bool:
+        """Whether the metric may end warmup with no low-rank direction in use while its state
+        holds low-rank columns (``auto``, ``low_rank``): then :meth:`sample` runs a program
+        without them (``sample_diag``)."""
+        kind = getattr(self.backend, "metric_kind", "diag")
+        return kind in ("auto", "low_rank") and metrics.layout(kind, self.compiled.dimension)[0] > 0
+
+    def _diagonal_program(self):
+        return ("sample_diag", _loop_steps(_on_its_diagonal(self.backend.step), self.chunk),
+                (0, None, None))  # fmt: skip
+
+    def sampling_program(self, state) -> str:
+        """The program :meth:`sample` runs for ``state``: ``sample_diag`` when every chain of
+        the group kept the diagonal, else ``sample``."""
+        ranks = self.metric_ranks(state) if self.has_diagonal_program else None
+        return "sample_diag" if ranks is not None and not ranks.any() else "sample"
+
     def warmup(self, state, n: int):
         """Advance ``n`` warmup iterations (blackjax: the whole warmup at once)."""
         (name, fn, axes), _ = self._programs()
@@ -244,9 +278,12 @@ class ChainGroupSampler:
             return self._map_chains(name, fn, axes, (state,), (n, self.compiled.data))
         return self._map_chains(name, fn, axes, (state,), (self.compiled.data,))
 
-    def sample(self, state, n: int):
-        """Advance ``n`` sampling iterations; return state, positions (k, n, D), stats (k, n)."""
-        _, (name, fn, axes) = self._programs()
+    def sample(self, state, n: int, program: str | None = None):
+        """Advance ``n`` sampling iterations; return state, positions (k, n, D), stats (k, n).
+        ``program``: ``sample`` or ``sample_diag`` (default: :meth:`sampling_program`)."""
+        program = self.sampling_program(state) if program is None else program
+        _, sample = self._programs()
+        name, fn, axes = self._diagonal_program() if program == "sample_diag" else sample
         state, (positions, stats) = self._map_chains(
             name, fn, axes, (state,), (n, self.compiled.data)
         )
@@ -254,9 +291,12 @@ class ChainGroupSampler:
         stats = {key: value[:, :n] for key, value in stats.items()}
         return state, positions, stats
 
-    def program_names(self) -> list[str]:
-        """The programs :meth:`precompile` can build, in the order a run first needs them."""
-        return (["warmup"] if self.tune else []) + ["sample"]
+    def program_names(self, ranks: int = 1) -> list[str]:
+        """The programs :meth:`precompile` can build for a run on ``ranks`` ranks, in the order
+        a run first needs them. ``sample_diag`` only where another rank can compile it while the
+        first compiles the warmup: alone, a rank compiles it when it first needs it."""
+        diagonal = ["sample_diag"] if self.has_diagonal_program and ranks > 1 else []
+        return (["warmup"] if self.tune else []) + ["sample", *diagonal]
 
     def abstract_state(self, chains: int):
         """Shapes and dtypes of the state :meth:`init` makes for ``chains`` chains (batched when
@@ -314,9 +354,11 @@ class ChainGroupSampler:
                 warmup_args = (chunk, data) if self.warmup_in_chunks else (data,)
                 program = self._compiled_fn(w_name, w_fn, w_axes, placement)
                 lowered.append(program.lower(example, *warmup_args))
-            if s_name in names:
-                program = self._compiled_fn(s_name, s_fn, s_axes, placement)
-                lowered.append(program.lower(example, chunk, data))
+            samplers = [(s_name, s_fn, s_axes), self._diagonal_program()]
+            for name, fn, axes in samplers:
+                if name in names:
+                    program = self._compiled_fn(name, fn, axes, placement)
+                    lowered.append(program.lower(example, chunk, data))
         # Tracing holds the GIL, XLA's compiler does not: programs compile at once.
         with ThreadPoolExecutor(max_workers=max(1, len(lowered))) as pool:
             for future in [pool.submit(program.compile) for program in lowered]:

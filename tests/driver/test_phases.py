@@ -172,6 +172,8 @@ def test_a_failed_background_compile_is_raised_by_join(monkeypatch):
 
     monkeypatch.setattr(sampler, "precompile", broken)
     compiling = BackgroundCompile(types.SimpleNamespace(rank=1, size=2), sampler, 2, True)
-    assert compiling.mine == ["sample"]
+    # The last of 2 ranks takes the programs the first leaves: the auto metric's sampling
+    # programs with and without the low-rank columns.
+    assert compiling.mine == ["sample", "sample_diag"]
     with pytest.raises(RuntimeError, match="out of memory"):
         compiling.join()

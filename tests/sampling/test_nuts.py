@@ -303,3 +303,36 @@ def test_the_auto_metric_keeps_a_diagonal_where_one_fits(gaussian_run):
         np.asarray(adapted.metric.inv_diag), np.tile(SDS**2, (4, 1)), rtol=0.5
     )
     assert stats["n_steps"].mean() < 16
+
+
+@pytest.mark.parametrize("chain_method", ["sequential", "vectorized"])
+def test_chains_that_kept_the_diagonal_sample_without_its_unused_columns(chain_method):
+    """After an auto warmup that kept the diagonal everywhere the group samples with the program
+    that has no low-rank columns (``sample_diag``), and its draws, statistics and state are those
+    of the full program, bit for bit; where a chain uses a direction the full program runs."""
+    from mpi_pymc.core.config import RunConfig
+    from mpi_pymc.sampling.chain_group import ChainGroupSampler
+
+    def group(logdensity, data, dim):
+        compiled = type(
+            "Compiled", (), {"logdensity": staticmethod(logdensity), "data": data, "dimension": dim}
+        )()
+        config = RunConfig(model_path="m.py", tune=400, draws=60, chunk_draws=60, metric="auto")
+        sampler = ChainGroupSampler(compiled, config.replace(chain_method=chain_method))
+        keys = np.asarray(jax.random.split(jax.random.PRNGKey(11), 2))
+        starts = np.random.default_rng(11).uniform(-2, 2, (2, dim))
+        return sampler, sampler.warmup(sampler.init(keys, starts), 400)
+
+    sampler, state = group(_gaussian, (jnp.asarray(MEANS),), MEANS.size)
+    assert sampler.has_diagonal_program and sampler.metric_ranks(state).tolist() == [0, 0]
+    assert sampler.sampling_program(state) == "sample_diag"
+    full = sampler.sample(state, 60, program="sample")
+    narrow = sampler.sample(state, 60)
+    leaves = jax.tree_util.tree_leaves
+    for a, b in zip(leaves(full), leaves(narrow), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert np.asarray(narrow[0].metric.vectors).shape == (2, MEANS.size, MEANS.size)
+
+    sampler, state = group(_correlated, (), 6)
+    assert sampler.metric_ranks(state).max() > 0
+    assert sampler.sampling_program(state) == "sample"
