@@ -82,7 +82,7 @@ class BackgroundCompile:
 
     def __init__(self, job: Job, sampler, chains: int, background: bool):
         # One program per rank, the last rank taking those left over.
-        programs = sampler.program_names(job.size)
+        programs = sampler.program_names()
         last = job.rank == job.size - 1
         self.mine = programs[job.rank :] if last else programs[job.rank : job.rank + 1]
         self.sampler, self.chains = sampler, chains

@@ -291,11 +291,12 @@ class ChainGroupSampler:
         stats = {key: value[:, :n] for key, value in stats.items()}
         return state, positions, stats
 
-    def program_names(self, ranks: int = 1) -> list[str]:
-        """The programs :meth:`precompile` can build for a run on ``ranks`` ranks, in the order
-        a run first needs them. ``sample_diag`` only where another rank can compile it while the
-        first compiles the warmup: alone, a rank compiles it when it first needs it."""
-        diagonal = ["sample_diag"] if self.has_diagonal_program and ranks > 1 else []
+    def program_names(self) -> list[str]:
+        """The programs :meth:`precompile` can build, in the order a run first needs them.
+        ``sample_diag`` too, though a run may not need it: compiled while another rank (or
+        thread) compiles the warmup, it costs no time where compiling it later would (1.6 s of
+        eight schools' sampling phase on this project's 2-core VM, against none)."""
+        diagonal = ["sample_diag"] if self.has_diagonal_program else []
         return (["warmup"] if self.tune else []) + ["sample", *diagonal]
 
     def abstract_state(self, chains: int):

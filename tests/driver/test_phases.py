@@ -149,7 +149,7 @@ def test_programs_compile_from_the_states_shapes_in_a_thread_or_at_join(backgrou
 
     model, compiled, sampler = _tiny_sampler()
     compiling = BackgroundCompile(types.SimpleNamespace(rank=0, size=1), sampler, 2, background)
-    assert compiling.mine == ["warmup", "sample"]
+    assert compiling.mine == ["warmup", "sample", "sample_diag"]
     assert (compiling.thread is not None) == background
     positions = initial_positions(compiled, model, 1, range(2)).positions
     state = sampler.init(seeding.sampler_keys(1, range(2)), positions)
