@@ -78,18 +78,37 @@ def start_until_checkpoint(
 ) -> subprocess.Popen:
     """Start ``mpirun -n N python -m mpi_pymc ARGS`` and return it once its checkpoint holds
     ``after_draws`` draws (fails the test if it ends or stalls before)."""
+    cmd = [mpirun_or_skip(), "-n", str(nranks), sys.executable, "-m", "mpi_pymc", *args]
+    return start_until_draws(cmd, cwd, out, after_draws, timeout)
+
+
+def start_until_draws(
+    cmd: list[str], cwd: Path, out, after_draws: int, timeout: float, tries: int = 3
+) -> subprocess.Popen:
+    """Start ``cmd`` (a run writing ``out``) and return it once its checkpoint holds
+    ``after_draws`` draws; fails the test if it ends or stalls before, unless the MPI launcher
+    itself did not start (then it starts it again, as :func:`launch` does)."""
     import time
 
-    cmd = [mpirun_or_skip(), "-n", str(nranks), sys.executable, "-m", "mpi_pymc", *args]
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
-    deadline = time.monotonic() + timeout
-    while checkpoint_draws(out) < after_draws:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"run ended or stalled before {after_draws} draws: {proc.communicate()}")
-        time.sleep(0.02)
-    return proc
+    for attempt in range(tries):
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while checkpoint_draws(out) < after_draws:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                stdout, stderr = proc.communicate()
+                launcher = any(m in stderr for m in LAUNCHER_DID_NOT_START)
+                if launcher and proc.returncode != 0 and attempt + 1 < tries:
+                    print(
+                        f"the MPI launcher did not start (try {attempt + 1} of {tries}):\n{stderr}"
+                    )
+                    break
+                pytest.fail(f"run ended or stalled before {after_draws} draws: {(stdout, stderr)}")
+            time.sleep(0.02)
+        else:
+            return proc
+    raise AssertionError("unreachable: the last try returns or fails")
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import h5py
@@ -18,11 +17,11 @@ import pytest
 from helpers import (
     EIGHT_SCHOOLS,
     EXAMPLES,
-    checkpoint_draws,
     env,
     launch,
     mpirun_or_skip,
     run_ranks,
+    start_until_draws,
 )
 
 import mpi_pymc
@@ -128,16 +127,9 @@ def test_interrupt_leaves_a_checkpoint_that_resume_completes(tmp_path, cli_draws
         """,
     )
     out = tmp_path / "interrupted.h5"
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(out), "first"], cwd=tmp_path, env=env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 240
-    while checkpoint_draws(out) < 2 * CHUNK:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"run ended or stalled before the interrupt: {proc.communicate()}")
-        time.sleep(0.02)
+    proc = start_until_draws(
+        [sys.executable, str(script), str(out), "first"], tmp_path, out, 2 * CHUNK, timeout=240
+    )
     proc.send_signal(signal.SIGINT)  # what Ctrl-C or a notebook's stop button sends
     try:
         stdout, stderr = proc.communicate(timeout=120)

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import arviz as az
@@ -21,11 +20,10 @@ import pytest
 import xarray as xr
 from helpers import (
     EIGHT_SCHOOLS,
-    checkpoint_draws,
-    env,
     mpirun_or_skip,
     rank_pids,
     run_ranks,
+    start_until_draws,
     wait_ranks_gone,
 )
 
@@ -88,13 +86,7 @@ def test_sigkill_leaves_a_file_holding_exactly_the_claimed_draws(tmp_path, io):
     settings = [a if a != "40" else "3000" for a in SETTINGS]
     cmd = [mpirun_or_skip(), "-n", "2", sys.executable, "-m", "mpi_pymc", "run",
            str(EIGHT_SCHOOLS), *settings, "--io", io, "--out", str(out)]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 180
-    while checkpoint_draws(out) < 160:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no draws were flushed in time"
-        time.sleep(0.02)
+    proc = start_until_draws(cmd, tmp_path, out, 160, timeout=180)
     victim = rank_pids(out)[-1]
     os.kill(victim, signal.SIGKILL)
     try:
