@@ -3,6 +3,7 @@ manifest; a resumed run's state is restored from them."""
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
@@ -17,11 +18,17 @@ class CheckpointSaver:
     """After each chunk: every rank writes its chains' states, then rank 0 the manifest
     ``OUT.ckpt`` naming them (``checkpoint.py``)."""
 
-    def __init__(self, config: RunConfig, compiled, root_seed: int, comm, chain_group: range):
+    def __init__(
+        self, config: RunConfig, compiled, root_seed: int, comm, chain_group: range, everyone=None
+    ):
+        """``comm``: the ranks whose chains this checkpoint holds; ``everyone``: every rank of
+        the job (with data shards across ranks, each shard writes its own checkpoint), over
+        which a failed write is agreed, so no shard goes on alone into its collective."""
         from mpi_pymc.output.checkpoint import checkpoint_path
 
         self.path = checkpoint_path(str(config.out))
         self.comm = comm
+        self.everyone = comm if everyone is None else everyone
         self.config = config
         self.chain_group = chain_group
         # Names this run's parts apart from a resumed run's, whose parts stay until replaced.
@@ -61,10 +68,11 @@ class CheckpointSaver:
 
         part, error = None, None
         try:
+            injected_write_fault(self.everyone.Get_rank(), draws_done, "checkpoint")
             part = write_part(self.path, label, self.chain_group, leaves)
         except OSError as exc:
             error = failed(self.path, exc)
-        agree(self.comm, error, "writing the checkpoint")
+        agree(self.everyone, error, "writing the checkpoint")
         parts = self.comm.gather(part, root=0)
         if self.comm.Get_rank() == 0:
             meta = {**self.meta, "iteration": iteration, "draws_done": draws_done}
@@ -72,8 +80,21 @@ class CheckpointSaver:
                 write_manifest(self.path, meta, parts)
             except OSError as exc:
                 error = failed(self.path, exc)
-        agree(self.comm, error, "writing the checkpoint")
+        agree(self.everyone, error, "writing the checkpoint")
         self.seconds += time.perf_counter() - t0
+
+
+def injected_write_fault(rank: int, draw: int, what: str) -> None:
+    """Test hook: ``MPI_PYMC_INJECT_WRITE_FAULT=RANK:DRAW[:WHAT]`` makes that rank's (of every
+    rank of the job) writes of ``WHAT`` (``draws``, the default, or ``checkpoint``) fail as a
+    full disk would, from that draw on."""
+    spec = os.environ.get("MPI_PYMC_INJECT_WRITE_FAULT")
+    if spec:
+        fault_rank, fault_draw, *rest = spec.split(":")
+        if (rank, what) == (int(fault_rank), rest[0] if rest else "draws") and draw >= int(
+            fault_draw
+        ):
+            raise OSError(errno.ENOSPC, f"injected write fault at draw {draw}")
 
 
 def restore_state(fresh_state, ckpt, chain_group: range):

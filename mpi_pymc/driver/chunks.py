@@ -3,7 +3,6 @@ chunk until the draws, the goal or a stop end it."""
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from functools import partial
 import numpy as np
 
 from mpi_pymc.core.errors import on_every_rank as _on_every_rank
-from mpi_pymc.driver.checkpointing import what_is_kept
+from mpi_pymc.driver.checkpointing import injected_write_fault, what_is_kept
 from mpi_pymc.driver.job import Chains, Job, Sampled
 from mpi_pymc.driver.progress import SAMPLING
 from mpi_pymc.driver.signals import AGREED_STOPS, local_stop
@@ -116,7 +115,7 @@ def _agreed_write(job: Job, phase: str, write: Callable[[], None], draws_kept: i
     claim the lost draws."""
 
     def attempt() -> None:
-        _injected_write_fault(job.everyone.Get_rank(), draws_kept)
+        injected_write_fault(job.everyone.Get_rank(), draws_kept, "draws")
         write()
 
     _on_every_rank(
@@ -126,16 +125,6 @@ def _agreed_write(job: Job, phase: str, write: Callable[[], None], draws_kept: i
         catch=(OSError,),
         reword=lambda exc: f"{exc}; {what_is_kept(job.config, draws_kept)}",
     )
-
-
-def _injected_write_fault(rank: int, draw: int) -> None:
-    """Test hook: ``MPI_PYMC_INJECT_WRITE_FAULT=RANK:DRAW`` makes that rank's (of every rank of
-    the job) writes fail as a full disk would, from that draw on."""
-    spec = os.environ.get("MPI_PYMC_INJECT_WRITE_FAULT")
-    if spec:
-        fault_rank, fault_draw = (int(x) for x in spec.split(":"))
-        if rank == fault_rank and draw >= fault_draw:
-            raise OSError(errno.ENOSPC, f"injected write fault at draw {draw}")
 
 
 def _injected_fault(rank: int, draw: int) -> None:

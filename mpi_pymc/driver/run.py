@@ -116,7 +116,9 @@ def _run_phases(job: Job, model, progress: Progress) -> RunResult:
         compile_programs(job, chains)
     writer, io = open_output(job, chains, binding, node_data)
     deadline = Deadline.start(job.launched_at, job.config.max_time, job_end_time(job))
-    saver = CheckpointSaver(job.config, compiled, chains.root_seed, job.comm, chains.chain_group)
+    saver = CheckpointSaver(
+        job.config, compiled, chains.root_seed, job.comm, chains.chain_group, job.everyone
+    )
     progress.phase(WARMING_UP)
     with job.timed("warmup"):
         sampled = warm_up(job, chains, saver, progress, deadline)

@@ -220,23 +220,25 @@ def test_shards_across_ranks_resume_after_a_failure_to_the_uninterrupted_draws(t
             np.testing.assert_array_equal(b[key][()], a[key][()], err_msg=key)
 
 
-def test_a_write_failing_on_one_shard_stops_every_rank_with_one_line(tmp_path):
-    """Shard 1's disk fills at draw 50 (an injected ENOSPC on its rank only): every rank of both
-    shards stops there with one line and exit 2 (shard 0's rank, left alone, would wait forever
-    in the next leapfrog's collective), and the 50 draws before it are kept."""
+@pytest.mark.parametrize(("fault", "kept"), [("1:50", 50), ("1:50:checkpoint", 25)])
+def test_a_write_failing_on_one_shard_stops_every_rank_with_one_line(tmp_path, fault, kept):
+    """Shard 1's disk fills at draw 50 (an injected ENOSPC on its rank only, in its draws' or its
+    checkpoint's write): every rank of both shards stops there with one line and exit 2 (shard
+    0's rank, left alone, would wait forever in the next leapfrog's collective), and the draws
+    the file marked complete before it are kept."""
     (tmp_path / "logistic.py").write_text(LOGISTIC)
     out = tmp_path / "run.h5"
     args = ["run", "logistic.py", "--chains", str(CHAINS), "--tune", "100", "--draws", "100",
             "--seed", str(SEED), "--chunk-draws", "25", "--data-shards", "2",
             "--out", str(out)]  # fmt: skip
     proc = run_ranks(2, args, cwd=tmp_path, timeout=300,
-                     extra_env={**ONE_DEVICE, "MPI_PYMC_INJECT_WRITE_FAULT": "1:50"},
+                     extra_env={**ONE_DEVICE, "MPI_PYMC_INJECT_WRITE_FAULT": fault},
                      drop_env=("JAX_NUM_CPU_DEVICES",))  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-4000:]
     lines = error_lines(proc.stderr)
     assert len(lines) == 1 and "injected write fault at draw 50" in lines[0], proc.stderr[-3000:]
     with h5py.File(out) as f:
-        assert f.attrs["draws_completed"].tolist() == [50] * CHAINS
+        assert f.attrs["draws_completed"].tolist() == [kept] * CHAINS
 
 
 def test_a_likelihood_that_is_not_split_over_rows_is_refused(tmp_path):
