@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 
 from mpi_pymc.core.config import RunConfig, UserError
-from mpi_pymc.core.errors import AgreedError
-from mpi_pymc.core.errors import on_every_rank as _on_every_rank
+from mpi_pymc.core.errors import AgreedError, agree
 from mpi_pymc.driver.job import Job
 
 
@@ -68,24 +67,18 @@ def check_output_path(job: Job) -> None:
     """Rank 0 locks and checks the output path (one view of the file system); every rank hears
     it. The lock is held until the run ends (:func:`release_output`). With data shards across
     ranks each shard's rank 0 claims its own output (shard 0 the run's), and every rank of the
-    job hears the first refusal: the other shards' ranks must not go on to wait for it."""
-    if job.world is None:
-        job.lock = _on_every_rank(
-            job.comm,
-            "checking the output path",
-            lambda: _claim_output(job.config) if job.rank == 0 else None,
-        )
-    else:
-        problem = None
-        try:
-            job.lock = _claim_output(job.config) if job.rank == 0 else None
-        except UserError as exc:
-            problem = str(exc)
-        said = job.world.allgather((job.shard, problem))
-        refused = [text for _, text in sorted(said, key=lambda x: x[0]) if text]
-        if refused:
-            release_output(job)  # a shard's refusal frees shard 0's claim too
-            raise AgreedError(refused[0])
+    job hears a refusal (:attr:`Job.everyone`): the other shards' ranks must not go on to wait
+    for it, and a claim already taken is released."""
+    refusal = None
+    try:
+        job.lock = _claim_output(job.config) if job.rank == 0 else None
+    except UserError as exc:
+        refusal = exc
+    try:
+        agree(job.everyone, refusal, "checking the output path")
+    except AgreedError:
+        release_output(job)
+        raise
     if job.lock is not None and job.lock.broke:
         job.say(f"note: {job.lock.broke}")
 
