@@ -18,6 +18,9 @@ bulk ESS, the time to min bulk ESS 1,000 (everything before sampling plus sampli
 
     PYTHONPATH=. .venv/bin/python benchmarks/data_shards_runs.py --out benchmarks/results/cpu/DIR
     PYTHONPATH=. .venv/bin/python benchmarks/data_shards_runs.py --rows 20000 --out /tmp/ds  # smoke
+With ``--baseline-rows 20000`` each layout runs again with that many rows, and the difference of
+the two peak RSS is reported as the peak memory for the data (the rest, the imports and XLA's
+compiles, does not grow with the rows).
 """
 
 from __future__ import annotations
@@ -72,13 +75,13 @@ def run_layout(name: str, model: Path, rows: int, tune: int, draws: int, work: P
     import h5py
 
     prefix, ranks, chains, extra = LAYOUTS[name]
-    out = work / f"{name}.h5"
+    out = work / f"{name}-{rows}.h5"
     cmd = [sys.executable, "-m", "mpi_pymc", "run", str(model), "--chains", str(chains),
            "--tune", str(tune), "--draws", str(draws), "--seed", "1", "--precision", "float64",
            "--out", str(out), *extra]  # fmt: skip
     if ranks is not None:
         cmd = [_mpirun(), "-n", str(ranks), "--bind-to", "core", *cmd]
-    cache = work / f"cache-{name}"  # cold: a fresh persistent-cache folder per run
+    cache = work / f"cache-{name}-{rows}"  # cold: a fresh persistent-cache folder per run
     env = {**os.environ, "BENCH_ROWS": str(rows), "MPI_PYMC_JAX_CACHE": str(cache),
            "JAX_PLATFORMS": "cpu", "OMPI_ALLOW_RUN_AS_ROOT": "1",
            "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
@@ -122,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draws", type=int, default=200)
     parser.add_argument("--only", help="comma-separated layouts (default: all five)")
     parser.add_argument("--out", type=Path, required=True, help="folder for results.json/.txt")
+    parser.add_argument(
+        "--baseline-rows", type=int, default=0,
+        help="also run each layout with this many rows (e.g. 20000): its peak RSS is what a rank "
+        "needs without the data, so the difference is the peak memory for the data",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     wanted = args.only.split(",") if args.only else list(LAYOUTS)
@@ -135,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
             found[name] = {**run_layout(name, model, args.rows, args.tune, args.draws, work),
                            "load_before": load}  # fmt: skip
             print(json.dumps(found[name]), flush=True)
+            if args.baseline_rows:
+                small = run_layout(name, model, args.baseline_rows, args.tune, args.draws, work)
+                found[name]["baseline_peak_rss_mb"] = small["peak_rss_mb"]
+                found[name]["data_peak_rss_mb"] = max(found[name]["peak_rss_mb"]) - max(
+                    small["peak_rss_mb"]
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     lines = [f"rows {args.rows}, D 20, float64, tune {args.tune}, draws {args.draws}, cold cache"]
@@ -146,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['min_ess_bulk']:8.0f} {r['s_to_ess_1000']:14.1f} "
             f"{max(r['peak_rss_mb']):12.0f} {r['load_before']:5.1f}"
         )
+    if args.baseline_rows:
+        lines.append(f"peak RSS for the data (minus the same layout's run with "
+                     f"{args.baseline_rows} rows), MB:")  # fmt: skip
+        for r in found.values():
+            lines.append(f"  {r['layout']:14s} {r['data_peak_rss_mb']:8.0f}")
+        if "one_core" in found and "two_shards" in found:
+            ratio = found["two_shards"]["data_peak_rss_mb"] / found["one_core"]["data_peak_rss_mb"]
+            lines.append(f"  two_shards against one_core: {ratio:.2f} of it")
     for base in ("one_core", "both_cores"):
         if base in found and "two_shards" in found:
             a, b = found[base], found["two_shards"]

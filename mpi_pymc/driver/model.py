@@ -108,9 +108,9 @@ def shard_the_data(job: Job, model, compiled):
         points = np.vstack([compiled.initial_flat, compiled.initial_flat + jitter])
         check_split(split, compiled, model, points.astype(compiled.initial_flat.dtype))
         logdensity, data = data_parallel(split, devices)
-        return dataclasses.replace(
-            compiled, logdensity=logdensity, data=data, whole_data=compiled.data
-        )
+        # The whole data's arrays are dropped with the old ``data``: the shards replace them
+        # (``constrain_data`` is its own).
+        return dataclasses.replace(compiled, logdensity=logdensity, data=data)
 
     return _on_every_rank(job.comm, "splitting the data into shards", build)
 
@@ -129,6 +129,12 @@ def share_data(job: Job, platform: str, compiled):
         return None
     from mpi_pymc.model.node_data import share_on_node
 
-    node_data = share_on_node(job.comm, compiled.data)
-    compiled.data = tuple(node_data.arrays)
+    # The log-density's arrays, then those only the posterior's Deterministics read; an array
+    # both read is shared once.
+    arrays = list(compiled.data)
+    arrays += [a for a in compiled.constrain_data if not any(a is b for b in compiled.data)]
+    node_data = share_on_node(job.comm, arrays)
+    by_id = {id(a): shared for a, shared in zip(arrays, node_data.arrays, strict=True)}
+    compiled.data = tuple(node_data.arrays[: len(compiled.data)])
+    compiled.constrain_data = tuple(by_id[id(a)] for a in compiled.constrain_data)
     return node_data

@@ -54,13 +54,10 @@ class CompiledModel:
     float_dtype: str
     fingerprint: str = ""
     fingerprint_parts: dict = field(default_factory=dict)
-    # What ``constrain`` is called with when ``data`` is not its data (a data-parallel
-    # ``logdensity``'s shards: the Deterministics over the rows need them all).
-    whole_data: tuple | None = None
-
-    @property
-    def constrain_data(self) -> tuple:
-        return self.data if self.whole_data is None else self.whole_data
+    # What ``constrain`` is called with: the data the posterior's variables need (none for most
+    # models; the rows for a Deterministic over them), apart from the log-density's ``data``,
+    # which a data-parallel run replaces by its shards (model.data_parallel).
+    constrain_data: tuple = ()
 
     def unravel(self, flat):
         return _unravel(flat, self.value_shapes)
@@ -118,12 +115,14 @@ def _value_of(var) -> np.ndarray:
 
 
 def data_values(data_vars, float_dtype) -> list[np.ndarray]:
-    """The arrays to pass for ``data_vars``: floating data in the run's precision."""
+    """The arrays to pass for ``data_vars``: floating data in the run's precision. The model's
+    own arrays where they already are (no copy: a data array of a few hundred MB is held once
+    by the model, once by JAX, not once more per caller); read them, never write them."""
     values = []
     for var in data_vars:
         value = _value_of(var)
         if np.issubdtype(value.dtype, np.floating):
-            value = value.astype(float_dtype)
+            value = value.astype(float_dtype, copy=False)
         values.append(value)
     return values
 
@@ -258,9 +257,15 @@ def _compile_model(model, precision: str, rewrites: bool) -> CompiledModel:
     posterior_outputs = list(
         get_default_varnames(model.unobserved_value_vars, include_transformed=False)
     )
-    data_vars = data_inputs([logp, *posterior_outputs])
+    data_vars = data_inputs([logp])
+    constrain_vars = data_inputs(posterior_outputs)
     logp_fn = jaxify(value_vars, [logp], data_vars, rewrites, float_dtype)
-    constrain_fn = jaxify(value_vars, posterior_outputs, data_vars, rewrites, float_dtype)
+    constrain_fn = jaxify(value_vars, posterior_outputs, constrain_vars, rewrites, float_dtype)
+    # One JAX array per data variable, shared by both programs' arguments.
+    on_device = {}
+    for var in [*data_vars, *constrain_vars]:
+        if id(var) not in on_device:
+            on_device[id(var)] = jnp.asarray(data_values([var], float_dtype)[0])
 
     initial_point = model.initial_point()
     value_names = [v.name for v in value_vars]
@@ -278,7 +283,8 @@ def _compile_model(model, precision: str, rewrites: bool) -> CompiledModel:
     compiled = CompiledModel(
         logdensity=logdensity,
         constrain=constrain,
-        data=tuple(jnp.asarray(v) for v in data_values(data_vars, float_dtype)),
+        data=tuple(on_device[id(var)] for var in data_vars),
+        constrain_data=tuple(on_device[id(var)] for var in constrain_vars),
         value_names=value_names,
         value_shapes=value_shapes,
         dimension=int(initial_flat.size),
@@ -291,7 +297,7 @@ def _compile_model(model, precision: str, rewrites: bool) -> CompiledModel:
     )
 
     # Shapes and dtypes only: tracing, where running it would cost an XLA compile.
-    example = jax.eval_shape(constrain, jnp.asarray(initial_flat), compiled.data)
+    example = jax.eval_shape(constrain, jnp.asarray(initial_flat), compiled.constrain_data)
     compiled.posterior_vars = [
         VariableInfo(
             name=var.name,
@@ -346,7 +352,11 @@ def fingerprint(compiled: CompiledModel) -> tuple[str, dict]:
     value = jax.jit(compiled.logdensity)(jnp.asarray(compiled.initial_flat), compiled.data)
     parts = {
         "logdensity_at_initial_point": f"{float(value):.9e}",
-        "data": [hashlib.sha256(np.asarray(d).tobytes()).hexdigest() for d in compiled.data],
+        # The arrays' own bytes (tobytes() would copy each, hundreds of MB for a big design).
+        "data": [
+            hashlib.sha256(np.ascontiguousarray(np.asarray(d)).data).hexdigest()
+            for d in compiled.data
+        ],
         "initial_point": hashlib.sha256(compiled.initial_flat.tobytes()).hexdigest(),
         "variables": [[v.name, list(v.shape)] for v in compiled.posterior_vars],
     }

@@ -70,7 +70,7 @@ def data_parallel(split: RowSplit, devices) -> tuple[Callable, tuple]:
 
     data = (
         _place(split.prior_data, NamedSharding(mesh, whole)),
-        _place(split.rows, NamedSharding(mesh, rows_spec)),
+        _place_rows(split, NamedSharding(mesh, rows_spec)),
         _place(split.likelihood_data, NamedSharding(mesh, whole)),
     )
     return logdensity, data
@@ -85,3 +85,21 @@ def _place(tree, sharding: NamedSharding):
         return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
     return jax.tree_util.tree_map(one, tree)
+
+
+def _place_rows(split: RowSplit, sharding: NamedSharding) -> tuple:
+    """The row arrays as global ``(shards * per_shard, ...)`` arrays split by ``sharding``, each
+    device's block made from its own shard (:meth:`RowSplit.shard_rows`): the padded whole is
+    never built, so a rank holds the model's rows and its devices' shards, nothing more."""
+    size = split.layout.per_shard
+    arrays = []
+    for column in range(len(split.rows)):
+        first = split.rows[column]
+        shape = (size * split.layout.shards, *np.shape(first)[1:])
+
+        def block(index, column=column):
+            rows = index[0].start or 0
+            return np.asarray(split.shard_column(column, rows // size))[(slice(None), *index[1:])]
+
+        arrays.append(jax.make_array_from_callback(shape, sharding, block))
+    return tuple(arrays)

@@ -71,15 +71,19 @@ class ShardLayout:
         starts = [s * base + min(s, extra) for s in range(self.shards + 1)]
         return list(zip(starts[:-1], starts[1:], strict=True))
 
+    def shard(self, array: np.ndarray, shard: int) -> np.ndarray:
+        """Shard ``shard``'s rows of ``array``, padded to ``per_shard`` rows with copies of its
+        last real row: a view of ``array`` where no padding is needed, so that no rank holds a
+        second copy of the whole data."""
+        start, stop = self.bounds()[shard]
+        part = array[start:stop]
+        missing = self.per_shard - (stop - start)
+        return np.concatenate([part, np.repeat(part[-1:], missing, axis=0)]) if missing else part
+
     def pad(self, array: np.ndarray) -> np.ndarray:
-        """``array``'s rows, shard after shard, each shard padded to ``per_shard`` rows with
-        copies of its last real row: ``(shards * per_shard, ...)``."""
-        parts = []
-        for start, stop in self.bounds():
-            part = array[start:stop]
-            missing = self.per_shard - (stop - start)
-            parts.append(np.concatenate([part, np.repeat(part[-1:], missing, axis=0)]))
-        return np.concatenate(parts)
+        """Every shard of ``array`` (:meth:`shard`), one after another: ``(shards * per_shard,
+        ...)``."""
+        return np.concatenate([self.shard(array, s) for s in range(self.shards)])
 
     def mask(self) -> np.ndarray:
         """True for the real rows of :meth:`pad`'s layout."""
@@ -90,8 +94,9 @@ class ShardLayout:
 
 @dataclass
 class RowSplit:
-    """The two programs and their data. ``rows`` are the row arrays padded by the layout (the
-    shard mask last); shard ``s`` passes rows ``[s * per_shard, (s + 1) * per_shard)``."""
+    """The two programs and their data. ``rows`` are the model's row arrays as they are (the
+    shard mask of :meth:`ShardLayout.mask` last); shard ``s`` passes :meth:`shard_rows`, its
+    rows padded by the layout."""
 
     layout: ShardLayout
     row_dim: str | None
@@ -105,8 +110,15 @@ class RowSplit:
     likelihood_data: tuple
 
     def shard_rows(self, shard: int) -> tuple:
-        size = self.layout.per_shard
-        return tuple(r[shard * size : (shard + 1) * size] for r in self.rows)
+        return tuple(self.shard_column(column, shard) for column in range(len(self.rows)))
+
+    def shard_column(self, column: int, shard: int) -> np.ndarray:
+        """Shard ``shard``'s block of ``rows[column]`` (the mask's is a slice: it is laid out
+        padded already)."""
+        if column == len(self.rows) - 1:
+            size = self.layout.per_shard
+            return self.rows[column][shard * size : (shard + 1) * size]
+        return self.layout.shard(self.rows[column], shard)
 
     def logdensity(self, flat) -> float:
         """Prior plus the shards' likelihoods, one shard after another (no devices: the
@@ -297,15 +309,11 @@ def split_rows(
         for v in _candidate_inputs(per_row)
         if id(v) not in row_ids and _value_of(v).size >= DATA_MIN_ELEMENTS
     ]
-    row_values = data_values(row_vars, float_dtype)
-    padded = [layout.pad(v) for v in row_values]
+    row_values = data_values(row_vars, float_dtype)  # the model's arrays, not copies
     likelihood_data = tuple(data_values(other, float_dtype))
     size = layout.per_shard
     shard_shapes = [(size, *v.shape[1:]) for v in row_values] + [v.shape for v in likelihood_data]
-    fold = [
-        [p[s * size : (s + 1) * size] for p in padded] + list(likelihood_data)
-        for s in range(shards)
-    ]
+    fold = [[layout.shard(v, s) for v in row_values] + list(likelihood_data) for s in range(shards)]
     try:
         terms_fn = _program(
             value_vars,
@@ -354,7 +362,7 @@ def split_rows(
         prior_data=prior_data,
         shard_likelihood=shard_likelihood,
         shard_terms=shard_terms,
-        rows=(*padded, mask),
+        rows=(*row_values, mask),
         likelihood_data=likelihood_data,
     )
     # Shapes only: a likelihood that traces at a shard's shape (a static row count in the graph
@@ -379,10 +387,8 @@ def check_split(split: RowSplit, compiled: CompiledModel, model, points: np.ndar
 
     rtol = SPLIT_RTOL[compiled.float_dtype]
     whole = jax.jit(compiled.logdensity)
-    split_total = jax.jit(split.logdensity)
-    for flat in points:
+    for flat, got in zip(points, _split_values(split, points), strict=True):
         expected = float(whole(flat, compiled.data))
-        got = float(split_total(flat))
         if _close(got, expected, rtol):
             continue
         # Which observed variable: its shards' sum against PyTensor's sum over all its rows.
@@ -415,6 +421,23 @@ def check_split(split: RowSplit, compiled: CompiledModel, model, points: np.ndar
             f"--data-shards: the split log-density ({got:.9g}) differs from the model's "
             f"({expected:.9g}); sample it without shards"
         )
+
+
+def _split_values(split: RowSplit, points: np.ndarray) -> list[float]:
+    """:meth:`RowSplit.logdensity` at each of ``points``, a shard at a time with its rows as the
+    program's arguments: one program for every shard, and one shard's rows on the device at
+    once (as constants of a program, ``jit(split.logdensity)``, every shard's rows would be
+    copied into it)."""
+    import jax
+
+    prior, likelihood = jax.jit(split.prior), jax.jit(split.shard_likelihood)
+    totals = [float(prior(flat, split.prior_data)) for flat in points]
+    for shard in range(split.layout.shards):
+        rows = jax.device_put(split.shard_rows(shard))
+        for i, flat in enumerate(points):
+            totals[i] += float(likelihood(flat, rows, split.likelihood_data))
+        del rows
+    return totals
 
 
 def _close(got: float, expected: float, rtol: float) -> bool:

@@ -99,8 +99,48 @@ def test_a_shard_holds_only_its_rows():
     for shard in range(4):
         rows = split.shard_rows(shard)
         assert all(len(r) == 3 for r in rows)  # 3 rows per shard, the mask's padding included
-    assert split.rows[-1].tolist() == [1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0]
+    assert np.concatenate([split.shard_rows(s)[-1] for s in range(4)]).tolist() == [
+        1,
+        1,
+        1,
+        1,
+        1,
+        1,
+        1,
+        1,
+        0,
+        1,
+        1,
+        0,
+    ]
     assert split.prior_data == ()  # the design matrix goes with the rows only
+
+
+def test_no_second_copy_of_the_rows_is_made():
+    """The split reads the model's own arrays, and a shard that needs no padding is a view of
+    them: the rank holds the model's rows and its shards, not a padded copy of the whole."""
+    model = logistic(n=12)
+    split = split_rows(model, compile_model(model), 4)
+    X = model["X"].get_value(borrow=True)
+    column = split.row_names.index("X")
+    assert np.shares_memory(split.rows[column], X)
+    for shard in range(4):
+        assert np.shares_memory(split.shard_rows(shard)[column], X)
+    padded = split_rows(model, compile_model(model), 5)  # 12 rows: 3, 3, 2, 2, 2 (padded to 3)
+    assert np.shares_memory(padded.shard_rows(0)[column], X)
+    assert not np.shares_memory(padded.shard_rows(4)[column], X)
+    np.testing.assert_array_equal(padded.shard_rows(4)[column], X[[10, 11, 11]])
+
+
+def test_the_posterior_is_constrained_with_only_the_data_it_needs():
+    """``constrain`` has its own data: none for a GLM (a data-parallel run then drops the whole
+    rows once it holds its shards), the rows for a Deterministic over them."""
+    assert compile_model(logistic(n=12)).constrain_data == ()
+    with logistic(n=12) as model:
+        pm.Deterministic("eta", model["X"] @ model["beta"])
+    compiled = compile_model(model)
+    assert len(compiled.constrain_data) == 1
+    np.testing.assert_array_equal(compiled.constrain_data[0], model["X"].get_value())
 
 
 def test_layout_pads_with_copies_of_the_last_real_row():
