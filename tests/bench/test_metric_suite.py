@@ -57,6 +57,7 @@ def test_compare_takes_the_best_peer_and_summarises_the_suite():
     records = [
         _record("a", "mpi_pymc", 200.0),
         _record("a", "mpi_pymc_diag", 100.0),
+        _record("a", "mpi_pymc_warm", 400.0),
         _record("a", "numpyro_parallel", 50.0),
         _record("a", "nutpie_jax", 100.0),
         _record("a", "nutpie_jax_low_rank", None, ok=False),
@@ -81,6 +82,9 @@ def test_compare_takes_the_best_peer_and_summarises_the_suite():
     assert default["posteriors"] == 2 and default["missing"] == ["c"]
     diag = out["suite"]["mpi_pymc_diag"]
     assert math.isclose(diag["geometric_mean_vs_best_peer"], math.sqrt(0.25))
+    warm = out["suite"]["mpi_pymc_warm"]  # only posterior a has a warm row
+    assert a["mpi_pymc_warm_vs_best_peer"] == 4.0 and b["mpi_pymc_warm_vs_best_peer"] is None
+    assert (warm["posteriors"], warm["missing"]) == (1, ["b", "c"])
 
 
 def test_render_lists_every_row_and_the_worst_case_first():
