@@ -195,6 +195,55 @@ def test_ranks_of_a_node_share_one_copy_of_the_data(tmp_path):
         np.testing.assert_array_equal(values, draws["0"][key], err_msg=key)
 
 
+DETERMINISTICS_OVER_DATA = """
+import numpy as np
+import pymc as pm
+
+rng = np.random.default_rng(5)
+X, Z = rng.normal(size=(7000, 20)), rng.normal(size=(7000, 20))
+y = (rng.random(7000) < 0.5).astype("int8")
+with pm.Model() as model:
+    Xd, Zd = pm.Data("X", X), pm.Data("Z", Z)
+    alpha = pm.Normal("alpha", 0.0, 1.0)
+    beta = pm.Normal("beta", 0.0, 1.0, shape=20)
+    eta = pm.Deterministic("eta", alpha + Xd @ beta)  # X: read by both programs
+    pm.Deterministic("zeta", Zd @ beta)  # Z: read by the Deterministics only
+    pm.Bernoulli("y", logit_p=eta, observed=y)
+"""
+
+
+def test_the_deterministics_data_is_shared_too_and_read_right(tmp_path):
+    """X, read by the log-density and a Deterministic, is shared once; Z, read by a
+    Deterministic only (``constrain_data``), is shared as well; the Deterministics equal their
+    formulas on the draws, and the draws do not change with sharing."""
+    model = tmp_path / "dets.py"
+    model.write_text(DETERMINISTICS_OVER_DATA)
+    namespace: dict = {}
+    exec(DETERMINISTICS_OVER_DATA, namespace)
+    X, Z = namespace["X"], namespace["Z"]
+    draws = {}
+    for share in ("1", "0"):
+        out = tmp_path / f"dets{share}.h5"
+        proc = run_ranks(
+            2,
+            ["run", str(model), "--draws", "10", "--tune", "10", "--chains", "2", "--seed", "3",
+             "--out", str(out)],
+            cwd=tmp_path,
+            extra_env={"MPI_PYMC_SHARE_DATA": share},
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        with h5py.File(out) as f:
+            shared = list(f.attrs["node_shared_data_bytes"])
+            alpha, beta = f["posterior/alpha"][()], f["posterior/beta"][()]
+            eta, zeta = f["posterior/eta"][()], f["posterior/zeta"][()]
+        assert shared == ([2 * 7000 * 20 * 8] * 2 if share == "1" else [0, 0])
+        np.testing.assert_allclose(eta, alpha[..., None] + beta @ X.T, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(zeta, beta @ Z.T, rtol=1e-10, atol=1e-10)
+        draws[share] = (alpha, beta, eta, zeta)
+    for got, want in zip(draws["1"], draws["0"], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_ranks_run_their_chains_on_all_their_host_devices(tmp_path):
     """JAX_NUM_CPU_DEVICES=2: a rank splits its chains over its 2 host devices (one, when it has
     one chain); the draws equal one device's, and the binding records the devices."""
