@@ -93,13 +93,12 @@ def _place_rows(split: RowSplit, sharding: NamedSharding) -> tuple:
     never built, so a rank holds the model's rows and its devices' shards, nothing more."""
     size = split.layout.per_shard
     arrays = []
-    for column in range(len(split.rows)):
-        first = split.rows[column]
-        shape = (size * split.layout.shards, *np.shape(first)[1:])
+    for column, values in enumerate(split.rows):
+        shape = (size * split.layout.shards, *np.shape(values)[1:])
 
         def block(index, column=column):
-            rows = index[0].start or 0
-            return np.asarray(split.shard_column(column, rows // size))[(slice(None), *index[1:])]
+            shard = (index[0].start or 0) // size
+            return split.shard_column(column, shard)[(slice(None), *index[1:])]
 
         arrays.append(jax.make_array_from_callback(shape, sharding, block))
     return tuple(arrays)

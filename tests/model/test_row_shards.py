@@ -99,20 +99,8 @@ def test_a_shard_holds_only_its_rows():
     for shard in range(4):
         rows = split.shard_rows(shard)
         assert all(len(r) == 3 for r in rows)  # 3 rows per shard, the mask's padding included
-    assert np.concatenate([split.shard_rows(s)[-1] for s in range(4)]).tolist() == [
-        1,
-        1,
-        1,
-        1,
-        1,
-        1,
-        1,
-        1,
-        0,
-        1,
-        1,
-        0,
-    ]
+    mask = np.concatenate([split.shard_rows(s)[-1] for s in range(4)])
+    assert mask.tolist() == [1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0]
     assert split.prior_data == ()  # the design matrix goes with the rows only
 
 
